@@ -1,0 +1,218 @@
+"""Typed configuration: one dataclass per config group, the only home of defaults.
+
+Hydra composes these (registered in its ConfigStore by `starloop.cli`); YAML presets under
+`configs/` only override fields. Every field has a one-line comment: `starloop config --help`
+style documentation is generated from these comments (see `describe_config`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    # Preset (smollm2-135m, tiny-random, llama-3.1-8b), a local folder, a .gguf file, or a hub id.
+    name: str = "smollm2-135m"
+    # GGUF file name inside `name` when `name` is a folder or hub repo holding one.
+    gguf_file: str | None = None
+    # auto = bfloat16 where the device runs it fast (CUDA, recent CPUs), else float32.
+    dtype: str = "auto"
+    # auto = cuda if available, else cpu.
+    device: str = "auto"
+    # Attention kernel passed to transformers (sdpa, eager, flash_attention_2); null = library default.
+    attn_implementation: str | None = None
+    # Longest prompt + completion the model is asked to handle; longer prompts are truncated from the left.
+    max_length: int = 2048
+
+
+@dataclass
+class DataConfig:
+    # Source: mmlu (bundled), mmlu-afr (bundled African-language clinical subset), cais-mmlu, mmmlu,
+    # global-mmlu, afrimmlu (hub datasets).
+    name: str = "mmlu"
+    # A local folder (hendrycks layout) or file to read instead of the bundled or hub copy.
+    path: str | None = None
+    # Split evaluated by `starloop eval`: train, val, test, dev, heldout.
+    split: str = "val"
+    # Split the STaR loop samples and trains on.
+    train_split: str = "train"
+    # Held-out split the STaR loop validates on.
+    val_split: str = "val"
+    # Language code (en; for mmmlu e.g. YO_NG; for mmlu-afr e.g. zu) or `all`.
+    language: str = "en"
+    # Only these subjects (empty = all).
+    subjects: list[str] = field(default_factory=list)
+    # Use at most this many questions of the split (after a seeded shuffle); null = all.
+    limit: int | None = None
+    # Fraction of `test` held out as `val` (or `heldout`) for sources whose splits lack train/val.
+    heldout_fraction: float = 0.1
+    # Seed of the shuffle and of the held-out partition (kept apart from the global seed so that
+    # changing the training seed never moves questions between splits).
+    seed: int = 1234
+
+
+@dataclass
+class PromptConfig:
+    # native: reason in the question's language; english: reason in English; translate: translate to
+    # English first, then reason.
+    strategy: str = "native"
+    # Number of worked examples from the dev split placed before the question (0 = zero-shot).
+    few_shot: int = 0
+    # System message; null = the model's default.
+    system: str | None = None
+
+
+@dataclass
+class EvalConfig:
+    # generate: chain-of-thought then answer extraction; logit: compare answer-letter logits.
+    mode: str = "generate"
+    # Questions per generation batch.
+    batch_size: int = 16
+    # Longest rationale generated.
+    max_new_tokens: int = 256
+    # 0 = greedy decoding.
+    temperature: float = 0.0
+    # Nucleus sampling mass when temperature > 0.
+    top_p: float = 1.0
+
+
+@dataclass
+class TrainerConfig:
+    # Outer STaR iterations (metrics are written for iterations 0..iterations).
+    iterations: int = 1
+    # How a scored iteration becomes a training signal: sft, dpo, reinforce, weighted_sft.
+    strategy: str = "sft"
+    # Rationales sampled per training question.
+    samples_per_question: int = 4
+    # Sampling temperature for training rationales.
+    temperature: float = 0.7
+    # Nucleus sampling mass for training rationales.
+    top_p: float = 0.95
+    # Longest training rationale.
+    max_new_tokens: int = 256
+    # Sequences per generation batch.
+    gen_batch_size: int = 16
+    # Sample again with the gold answer as a hint for questions with no correct sample (STaR).
+    rationalize: bool = False
+    # Keep at most this many correct rationales per question in the SFT set (null = all).
+    max_kept_per_question: int | None = None
+    # Drop rationales whose text repeats another kept rationale of the same question.
+    dedupe: bool = True
+    # Drop degenerate generations (loops, truncation, wrong language) from training data.
+    filter_degenerate: bool = False
+    # Reward subtracted from degenerate samples in reward strategies.
+    degenerate_penalty: float = 0.0
+    # Training questions used per iteration (null = all of the train split after data.limit).
+    train_limit: int | None = None
+    # Validation questions (null = all of the val split after data.limit).
+    val_limit: int | None = None
+
+    # LoRA.
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    # Module names LoRA wraps; all-linear = every linear layer but the output head.
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+
+    # Optimisation.
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    # Linear warmup steps (optimizer steps).
+    warmup_steps: int = 0
+    # Learning-rate schedule after warmup: constant, linear, cosine.
+    scheduler: str = "constant"
+    # Sequences per micro-batch.
+    train_batch_size: int = 4
+    # Micro-batches per optimizer step.
+    grad_accum: int = 1
+    # Gradient clipping norm (0 = off).
+    max_grad_norm: float = 1.0
+    # Passes over an iteration's training data.
+    inner_epochs: int = 1
+    # Longest training sequence (prompt + completion) in tokens.
+    max_seq_len: int = 1024
+    # Start each iteration from the base model (STaR) instead of the last adapter.
+    restart_from_base: bool = True
+    # Validate every n optimizer steps inside an iteration (0 = only at the end).
+    val_every_n_steps: int = 0
+    # Skip the iteration-0 validation before any training.
+    skip_first_validation: bool = False
+    # Log training metrics every n optimizer steps.
+    log_every_n_steps: int = 1
+    # Train repeatedly on a single batch (debugging: the loss should fall to near zero).
+    single_batch: bool = False
+    # Optimizer steps in single-batch mode.
+    single_batch_steps: int = 30
+    # Reuse a generations CSV for training instead of sampling.
+    preload_data_for_training: str | None = None
+    # Reuse a generations CSV for validation instead of sampling.
+    preload_data_for_val: str | None = None
+
+    # DPO family.
+    # sigmoid (DPO) or ipo.
+    dpo_loss: str = "sigmoid"
+    dpo_beta: float = 0.1
+    # Weight of the NLL term on chosen responses (iterative RPO); 0 = plain DPO.
+    dpo_nll_weight: float = 0.0
+    # Pairs per question: all, one, or n (up to dpo_pairs_per_question).
+    dpo_pairing: str = "all"
+    dpo_pairs_per_question: int = 4
+    # Reference policy: base (adapter disabled) or previous (last iteration's adapter, frozen).
+    dpo_reference: str = "base"
+    # SFT epochs on the chosen responses before DPO (for off-policy data).
+    dpo_sft_warmup_epochs: int = 0
+
+    # Reward strategies (reinforce, weighted_sft).
+    # correct, answer_logprob, quiet_star, gain, expected_likelihood.
+    reward: str = "correct"
+    # reinforce baseline: rloo (leave-one-out) or mean (including the sample, as Quiet-STaR).
+    baseline: str = "rloo"
+    # Clip negative advantages to zero.
+    clip_negative_advantages: bool = False
+    # Temperature lambda of the max-entropy target pi* ~ pi_ref exp(r / lambda).
+    weighted_sft_lambda: float = 1.0
+
+
+@dataclass
+class LoggerConfig:
+    # local (CSV/JSONL in the run folder) or wandb (local files too).
+    name: str = "local"
+    # Also write TensorBoard event files.
+    tensorboard: bool = False
+    project: str = "starloop"
+    entity: str | None = None
+    # wandb mode: online, offline, disabled.
+    mode: str = "offline"
+    # Sample generations logged per iteration.
+    table_rows: int = 32
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # Output folder of the run; a rerun with the same folder resumes it.
+    out: str = "runs/latest"
+    # Global seed: sampling, LoRA init, data order.
+    seed: int = 0
+    # A saved run iteration (<out>/iter_<k>) or adapter folder to evaluate instead of the base model.
+    checkpoint: str | None = None
+    # Show progress bars.
+    progress: bool = True
+
+
+def to_dict(obj: Any) -> dict:
+    """A plain dict of a config dataclass (or OmegaConf node) for saving beside artifacts."""
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(obj):
+        return asdict(obj)
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(obj, resolve=True)  # type: ignore[return-value]
