@@ -1,0 +1,145 @@
+"""Rewards of sampled rationales: pure tensor functions, no model code.
+
+Notation: x a question, z a sampled rationale, y* the gold answer letter, y a letter, K rationales per
+question. Log-likelihood inputs come from `starloop.logprobs.answer_letter_logprobs`, which scores the
+answer line after the rationale: logp_letters[n, c] = log p(" (c)" | x, z_n). Every function here treats
+its inputs as constants (rewards are detached: gradients never flow through a reward).
+
+Grouped inputs take either a [Q, K] tensor (K rationales of each of Q questions) or a flat [N] tensor
+with `group_ids` [N] naming each sample's question (ints, or any hashables such as question ids);
+groups of unequal size are fine in the flat form.
+
+    correct              r = 1[answer(z) = y*]
+    answer_logprob       r = log p(y* | x, z)
+    quiet_star           r = log p(y* | x, z) - mean_{z' in group} log p(y* | x, z')   (z' includes z)
+    gain                 r = log p(y* | x, z) - log p(y* | x)                         (no rationale)
+    expected_likelihood  r = log E_{y ~ D(y|x)} p(y | x, z) = log sum_y D(y|x) p(y | x, z)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+
+import torch
+from torch import Tensor
+
+GroupIds = Tensor | Sequence[Hashable]
+
+
+def as_reward(x: Tensor) -> Tensor:
+    """Detached, floating (float32 at least; float64 stays float64)."""
+    return x.detach().to(torch.promote_types(x.dtype, torch.float32))
+
+
+def group_index(group_ids: GroupIds, device: torch.device | None = None) -> Tensor:
+    """Dense group index in [0, G) for each sample, [N] int64 (only equality of ids matters)."""
+    if isinstance(group_ids, Tensor):
+        return torch.unique(group_ids, return_inverse=True)[1].to(device or group_ids.device)
+    lookup: dict[Hashable, int] = {}
+    index = [lookup.setdefault(g, len(lookup)) for g in group_ids]
+    return torch.tensor(index, dtype=torch.long, device=device)
+
+
+def group_sum_count(values: Tensor, group_ids: GroupIds | None = None) -> tuple[Tensor, Tensor]:
+    """Per-sample (sum over its group, size of its group), same shape as `values`.
+
+    values: [Q, K] (group_ids None: each row is a group) or [N] with group_ids [N]."""
+    values = as_reward(values)
+    if group_ids is None:
+        if values.dim() != 2:
+            raise ValueError(
+                f"grouped values need shape [Q, K] or group_ids; got shape {tuple(values.shape)}"
+            )
+        sums = values.sum(dim=-1, keepdim=True).expand_as(values)
+        return sums, torch.full_like(values, values.shape[-1])
+    index = group_index(group_ids, values.device)
+    if index.shape != values.shape:
+        raise ValueError(f"group_ids shape {tuple(index.shape)} != values shape {tuple(values.shape)}")
+    n_groups = int(index.max()) + 1 if index.numel() else 0
+    sums = values.new_zeros(n_groups).index_add(0, index, values)
+    counts = values.new_zeros(n_groups).index_add(0, index, torch.ones_like(values))
+    return sums[index], counts[index]
+
+
+def group_mean(values: Tensor, group_ids: GroupIds | None = None) -> Tensor:
+    """Mean over each sample's group, the sample included; same shape as `values`."""
+    sums, counts = group_sum_count(values, group_ids)
+    return sums / counts
+
+
+def correct_reward(correct: Tensor) -> Tensor:
+    """r = 1[answer(z) = y*] as float32. correct: bool [...]."""
+    return as_reward(correct)
+
+
+def answer_logprob_reward(logp_answer: Tensor) -> Tensor:
+    """r = log p(y* | x, z). logp_answer: [...] log-prob of the gold answer line after the rationale."""
+    return as_reward(logp_answer)
+
+
+def quiet_star_reward(logp_answer: Tensor, group_ids: GroupIds | None = None) -> Tensor:
+    """Quiet-STaR's reward, adapted to multiple choice (research notes):
+
+        r_i = log p(y* | x, z_i) - (1/K) sum_{j=1..K} log p(y* | x, z_j)
+
+    The baseline is the mean over the question's K rationales *including z_i* (Quiet-STaR's choice,
+    not leave-one-out). logp_answer: [Q, K], or [N] with group_ids. Sums to zero within each group.
+    """
+    logp = as_reward(logp_answer)
+    return logp - group_mean(logp, group_ids)
+
+
+def gain_reward(logp_with: Tensor, logp_without: Tensor) -> Tensor:
+    """Gain of reasoning over answering directly:
+
+        r_{q,k} = log p(y* | x_q, z_{q,k}) - log p(y* | x_q)
+
+    logp_with: [Q, K] (or [N]); logp_without: [Q] (broadcast over K) or the same shape as logp_with.
+    r <= 0 marks rationales that do not help, which the notes propose to drop."""
+    with_ = as_reward(logp_with)
+    without = as_reward(logp_without)
+    if without.dim() == with_.dim() - 1:
+        without = without.unsqueeze(-1)
+    return with_ - without
+
+
+def expected_likelihood_reward(logp_letters: Tensor, label_dist: Tensor) -> Tensor:
+    """Expected likelihood under a distribution of valid answers (research notes, aleatoric case):
+
+        r(x, z) = log E_{y ~ D(y|x)} p(y | x, z) = logsumexp_y [ log D(y|x) + log p(y | x, z) ]
+
+    computed in log space (letters with D = 0 contribute exp(-inf) = 0). A one-hot D on y* gives
+    log p(y* | x, z), i.e. `answer_logprob_reward`.
+
+    logp_letters: [N, C] log p(letter c | x, z_n); label_dist: [N, C] (or [C]) rows summing to 1.
+    Returns [N].
+    """
+    logp = as_reward(logp_letters)
+    log_d = torch.log(as_reward(label_dist).to(logp.device))
+    return torch.logsumexp(logp + log_d, dim=-1)
+
+
+def apply_degenerate_penalty(rewards: Tensor, flags: Tensor, penalty: float) -> Tensor:
+    """r' = r - penalty * 1[degenerate]  (loops, truncation, wrong language; see `starloop.extract`).
+
+    rewards, flags: same shape; flags bool. penalty >= 0 (0 leaves r unchanged)."""
+    return as_reward(rewards) - penalty * flags.to(rewards.device, torch.float32)
+
+
+# name -> reward function; the trainer picks one with `trainer.reward`.
+REWARDS: dict[str, Callable[..., Tensor]] = {
+    "correct": correct_reward,
+    "answer_logprob": answer_logprob_reward,
+    "quiet_star": quiet_star_reward,
+    "gain": gain_reward,
+    "expected_likelihood": expected_likelihood_reward,
+}
+
+# name -> what the caller must compute before calling REWARDS[name].
+REWARD_INPUTS: dict[str, str] = {
+    "correct": "correct: bool [N] (extracted answer == gold); no model pass",
+    "answer_logprob": "logp_answer: [N] log p(gold answer line | x, z) (gather of answer_letter_logprobs)",
+    "quiet_star": "logp_answer: [Q, K] or [N] + group_ids (all K rationales of a question together)",
+    "gain": "logp_with: [Q, K] as answer_logprob; logp_without: [Q] log p(gold | x) with an empty rationale",
+    "expected_likelihood": "logp_letters: [N, C] (answer_letter_logprobs); label_dist: [N, C] D(y | x)",
+}
