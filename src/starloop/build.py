@@ -1,0 +1,109 @@
+"""Scored samples -> training data: SFT examples, preference pairs, or rewarded samples (pure functions)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from starloop.records import PreferencePair, Sample
+
+# Degenerate flags that disqualify a sample from training data when trainer.filter_degenerate is on.
+BAD_FLAGS = {"repetition", "empty", "wrong_language", "truncated"}
+
+
+@dataclass
+class Example:
+    """One training sequence: the loss covers `completion` only. `group` ties samples of one question."""
+
+    prompt: str
+    completion: str
+    group: str
+    reward: float = 0.0
+
+
+def is_degenerate(s: Sample) -> bool:
+    return bool(set(filter(None, s.degenerate.split(";"))) & BAD_FLAGS)
+
+
+def by_question(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
+    groups: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        groups[s.question_id].append(s)
+    return groups
+
+
+def sft_examples(samples: Sequence[Sample], *, max_per_question: int | None = None, dedupe: bool = True,
+                 filter_degenerate: bool = False) -> list[Example]:
+    """Correct rationales (rationalized ones included), hint-free prompts, in question order."""
+    out: list[Example] = []
+    for qid, group in by_question(samples).items():
+        seen: set[str] = set()
+        kept = 0
+        for s in group:
+            if not s.correct or (filter_degenerate and is_degenerate(s)):
+                continue
+            key = " ".join(s.rationale.split())
+            if dedupe and key in seen:
+                continue
+            if max_per_question is not None and kept >= max_per_question:
+                break
+            seen.add(key)
+            kept += 1
+            out.append(Example(s.prompt, s.rationale, qid, 1.0))
+    return out
+
+
+def preference_pairs(samples: Sequence[Sample], *, pairing: str = "all", per_question: int = 4,
+                     filter_degenerate: bool = False) -> list[PreferencePair]:
+    """Pairs (correct, wrong-or-unanswered) of one question.
+
+    pairing: all = every chosen x rejected combination; one = the first pair; n = up to `per_question`
+    pairs, cycling through chosen and rejected so that each is reused as little as possible.
+    Degenerate samples are never chosen (with filter_degenerate) but remain good rejected examples.
+    Hinted (rationalization) samples are never used: DPO wants on-policy pairs.
+    """
+    out: list[PreferencePair] = []
+    for qid, group in by_question(samples).items():
+        chosen = _unique([s for s in group if s.correct and not s.hinted
+                          and not (filter_degenerate and is_degenerate(s))])
+        rejected = _unique([s for s in group if not s.correct and not s.hinted])
+        if not chosen or not rejected:
+            continue
+        if pairing == "all":
+            combos = [(c, r) for c in chosen for r in rejected]
+        else:
+            n = 1 if pairing == "one" else per_question
+            total = min(n, len(chosen) * len(rejected))
+            combos = [(chosen[i % len(chosen)], rejected[(i + i // len(chosen)) % len(rejected)])
+                      for i in range(total)]
+        out += [PreferencePair(qid, c.prompt, c.rationale, r.rationale) for c, r in combos]
+    return out
+
+
+def _unique(samples: list[Sample]) -> list[Sample]:
+    seen, out = set(), []
+    for s in samples:
+        key = " ".join(s.rationale.split())
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out
+
+
+def reward_examples(samples: Sequence[Sample], reward_column: str, *, filter_degenerate: bool = False,
+                    degenerate_penalty: float = 0.0) -> list[Example]:
+    """Every on-policy sample with its reward (for reinforce and weighted SFT).
+
+    Rewards come from the scored generations CSV: `correct` or a reward column written by the score
+    stage. Degenerate samples are dropped (filter_degenerate) or penalized (degenerate_penalty).
+    """
+    out = []
+    for s in samples:
+        if s.hinted or (filter_degenerate and is_degenerate(s)):
+            continue
+        r = float(s.correct) if reward_column == "correct" else float(s.extra[reward_column])
+        if degenerate_penalty and is_degenerate(s):
+            r -= degenerate_penalty
+        out.append(Example(s.prompt, s.rationale, s.question_id, r))
+    return out

@@ -1,0 +1,68 @@
+"""Accuracy with confidence intervals and grouped summaries of scored samples (pure functions)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+from starloop.records import Sample
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95% Wilson score interval for k successes in n trials (well behaved near 0, 1 and small n)."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def summarize(samples: Sequence[Sample]) -> dict:
+    """Accuracy (with 95% CI), parse rate, mean rationale length and degenerate rates of samples."""
+    n = len(samples)
+    k = sum(s.correct for s in samples)
+    parsed = sum(s.status != "no_answer" for s in samples)
+    lo, hi = wilson_interval(k, n)
+    out = {
+        "n": n,
+        "accuracy": k / n if n else 0.0,
+        "ci_low": lo,
+        "ci_high": hi,
+        "parse_rate": parsed / n if n else 0.0,
+        "mean_tokens": sum(s.n_tokens for s in samples) / n if n else 0.0,
+        "truncated_rate": sum(s.truncated for s in samples) / n if n else 0.0,
+    }
+    flags = [f for s in samples for f in s.degenerate.split(";") if f]
+    for flag in sorted(set(flags)):
+        out[f"degenerate_{flag}"] = sum(flag in s.degenerate.split(";") for s in samples) / n
+    out["degenerate_rate"] = (
+        sum(bool(set(s.degenerate.split(";")) & {"repetition", "empty", "wrong_language"}) for s in samples) / n
+        if n
+        else 0.0
+    )
+    return out
+
+
+def group_summaries(samples: Iterable[Sample], key: str) -> dict[str, dict]:
+    """`summarize` per value of a Sample attribute (e.g. subject, language)."""
+    groups: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        groups[getattr(s, key)].append(s)
+    return {g: summarize(v) for g, v in sorted(groups.items())}
+
+
+def format_table(rows: dict[str, dict], title: str, cols: Sequence[str] = ("n", "accuracy", "parse_rate")) -> str:
+    """A small fixed-width text table (for logs and the terminal)."""
+    width = max([len(title)] + [len(k) for k in rows]) + 2
+    head = title.ljust(width) + "".join(c.rjust(14) for c in cols)
+    lines = [head, "-" * len(head)]
+    for name, r in rows.items():
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            cells.append((f"{v:.3f}" if isinstance(v, float) else str(v)).rjust(14))
+        lines.append(name.ljust(width) + "".join(cells))
+    return "\n".join(lines)
