@@ -1,0 +1,136 @@
+"""Answer extraction on real-looking model outputs, across languages and scripts."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+
+from starloop.extract import extract_answer, fold, score
+from starloop.prompts import LANGUAGES, answer_line
+
+PLANETS = ["Venus", "Mars", "Earth", "Jupiter"]
+
+# (text, language, choices, expected letter or None)
+CASES = [
+    # --- English, the formats models actually write ---
+    ("Mars is known as the red planet because of iron oxide.\n\nThe answer is (B)", "en", None, "B"),
+    ("Step 1: recall Newton's second law.\nStep 2: F = ma = 2 * 3 = 6 N.\nThe answer is C.", "en", None, "C"),
+    ("The planet with the most moons is Saturn, not listed.\n\n**Answer: D**", "en", None, "D"),
+    ("Let's think.\nIron oxide gives the colour.\n\nAnswer: (B) Mars", "en", PLANETS, "B"),
+    ("Considering the surface colour, the red planet is\nB. Mars", "en", PLANETS, "B"),
+    ("So the final result is $\\boxed{C}$.", "en", None, "C"),
+    ("Therefore:\n\n$$\\boxed{\\text{C}}$$", "en", None, "C"),
+    ("The correct answer is \\(\\boxed{A}\\).", "en", None, "A"),
+    ("Full-width output: The answer is （Ｂ）.", "en", None, "B"),
+    ("The answer is Ｄ", "en", None, "D"),
+    ("after checking every option, the answer is b", "en", None, "B"),
+    ("The answer is (a).", "en", None, "A"),
+    ("Mars has a thin atmosphere and red soil.\nThe answer is Mars.", "en", PLANETS, "B"),
+    ("The answer is (A)... wait, that ignores friction. Redoing it, the answer is (C).", "en", None, "C"),
+    ("The answer is (B).\n\nThe answer is (B).", "en", None, "B"),
+    ("First guess: the answer is A.\nOn reflection the best answer is D", "en", None, "D"),
+    ("The correct option is **C**.", "en", None, "C"),
+    ("Final answer: option B", "en", None, "B"),
+    ("The best answer is B because the other options contradict the premise.", "en", None, "B"),
+    ("Looking at the options again, option C is correct.", "en", None, "C"),
+    ("The answer is (C). I hope this answer is helpful.", "en", None, "C"),
+    ("The answer is Mars (B)", "en", PLANETS, "B"),
+    ("The answer is: `D`", "en", None, "D"),
+    ("**Answer:** The correct option is (C)", "en", None, "C"),
+    ("Answer:\nB. Mars", "en", PLANETS, "B"),
+    ("Answer: (A)\n\nExplanation: option B is wrong because it is a gas giant.", "en", None, "A"),
+    # --- No answer: out of range, ambiguous, passing mentions, truncation, empty ---
+    ("The answer is (E)", "en", None, None),
+    ("The answer is A or B, depending on the convention used.", "en", None, None),
+    ("The answer is (A) or (C).", "en", None, None),
+    ("Option A is wrong because the force doubles. Option B ignores mass. Option C", "en", None, None),
+    ("To answer this we first compute the energy. The kinetic energy is", "en", None, None),
+    ("Let's look at the options:\nA. Venus is too hot", "en", PLANETS, None),
+    ("A. Venus\nB. Mars", "en", PLANETS, None),
+    ("The answer is a matter of definition, so", "en", None, None),
+    ("Answer:\nA good way to start is to list the forces.", "en", None, None),
+    ("The answer is I think related to B and C", "en", None, None),
+    ("The answer is (X), where X is the letter.", "en", None, None),
+    ("", "en", None, None),
+    ("   \n\t ", "en", None, None),
+    ("The answer is", "en", None, None),
+    ("The answer is Mars", "en", ["Mars", "Mars", "Earth", "Jupiter"], None),
+    # --- Localized answer lines in the question's language ---
+    ("Àwọn ọ̀rá tí kò ní ìdè méjì ni wọ́n.\n\nÌdáhùn náà ni (B)", "yo", None, "B"),
+    ("Ìdáhùn náà ni B.", "YO_NG", None, "B"),
+    # Decomposed tone marks (NFD), as some tokenizers emit them.
+    (unicodedata.normalize("NFD", "Ṣùgbọ́n ìdáhùn tó tọ́ ni (C)"), "yo", None, "C"),
+    ("Idahun naa ni (D)", "yor", None, "D"),
+    ("Mirihi ni sayari nyekundu kwa sababu ya oksidi ya chuma.\nJibu ni (C)", "sw", None, "C"),
+    ("**Jibu sahihi ni B**", "SW_KE", None, "B"),
+    ("Le planethi libomvu ngenxa yensimbi.\nImpendulo ithi (A)", "zu", None, "A"),
+    ("Ngakho-ke, impendulo ngu-A.", "zul", None, "A"),
+    ("Impendulo efanele yi-D", "zu", None, "D"),
+    ("ማርስ ቀይ ፕላኔት ናት።\nመልሱ (B) ነው።", "am", None, "B"),
+    ("ትክክለኛው መልስ፦ C", "am", None, "C"),
+    ("La planète rouge est Mars.\nLa réponse est (D)", "fr", None, "D"),
+    ("Donc la bonne réponse est : B", "FR_FR", None, "B"),
+    ("Die richtige Antwort ist C.", "de", None, "C"),
+    ("La respuesta correcta es (A).", "ES_LA", None, "A"),
+    ("Jawabannya adalah (B)", "ID_ID", None, "B"),
+    ("La risposta è D", "it", None, "D"),
+    ("A resposta correta é (C)", "PT_BR", None, "C"),
+    ("火星因氧化铁而呈红色。\n答案是 (B)", "ZH_CN", None, "B"),
+    ("答案：Ｃ", "zh", None, "C"),
+    ("したがって、答えは (D) です。", "ja", None, "D"),
+    ("정답은 (B)입니다.", "ko", None, "B"),
+    ("इसलिए सही उत्तर (C) है।", "hi", None, "C"),
+    ("সুতরাং উত্তর হল (A)", "bn", None, "A"),
+    ("Azịza ya bụ (B)", "ig", None, "B"),
+    ("Karabo ke (C)", "st", None, "C"),
+    ("Die antwoord is (A)", "af", None, "A"),
+    # --- Letters in other scripts ---
+    ("الإجابة الصحيحة هي (ب)", "AR_XY", None, "B"),
+    ("الإجابة: د", "ar", None, "D"),
+    ("The answer is (В)", "en", None, "B"),  # Cyrillic Ve, a B look-alike
+    ("The answer is Α.", "en", None, "A"),  # Greek Alpha
+    # --- The English fallback works whatever the question's language ---
+    ("Mars is red because of iron oxide.\nThe answer is (B)", "yo", None, "B"),
+    ("Oksidi ya chuma... The answer is (D)", "sw", None, "D"),
+    # --- Localized phrase then English correction: the last one wins ---
+    ("Ìdáhùn náà ni (A). Wait, the answer is (C)", "yo", None, "C"),
+]
+
+
+@pytest.mark.parametrize(("text", "language", "choices", "expected"), CASES)
+def test_extract_answer(text: str, language: str, choices: list[str] | None, expected: str | None) -> None:
+    assert extract_answer(text, choices=choices, language=language) == expected
+
+
+def test_table_is_large() -> None:
+    assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("code", sorted(LANGUAGES))
+@pytest.mark.parametrize("letter", ["A", "D"])
+def test_every_answer_line_round_trips(code: str, letter: str) -> None:
+    # The line the prompt asks for must be read back, alone and at the end of a rationale.
+    line = answer_line(letter, code)
+    assert extract_answer(line, language=code) == letter
+    assert extract_answer(f"Some reasoning first.\n\n{line}", language=code) == letter
+
+
+def test_n_choices_limits_letters() -> None:
+    assert extract_answer("The answer is (E)", n_choices=5) == "E"
+    assert extract_answer("The answer is (E)", n_choices=4) is None
+    assert extract_answer("The answer is (C)", choices=["x", "y"]) is None
+
+
+def test_fold_strips_tone_marks_and_width() -> None:
+    assert fold("Ìdáhùn náà") == "Idahun naa"
+    assert fold(unicodedata.normalize("NFD", "ṣe")) == "se"
+    assert fold("（Ｂ）") == "(B)"
+
+
+def test_score() -> None:
+    assert score("B", "B") == "correct"
+    assert score("b", "B") == "correct"
+    assert score("A", "B") == "wrong"
+    assert score(None, "B") == "no_answer"
+    assert score("", "B") == "no_answer"
