@@ -14,14 +14,14 @@ def test_sample_seed_is_stable_and_distinct():
 
 
 def test_hashed_uniform_range_and_independence():
-    u = hashed_uniform(torch.tensor([1, 2, 3]), step=5, vocab=10_000)
+    u = hashed_uniform(torch.tensor([1, 2, 3]), 5, 10_000)
     assert u.shape == (3, 10_000) and float(u.min()) > 0 and float(u.max()) < 1
     assert abs(float(u.mean()) - 0.5) < 0.01
     # The same (seed, step) row is identical whatever else is in the batch.
-    alone = hashed_uniform(torch.tensor([2]), step=5, vocab=10_000)
+    alone = hashed_uniform(torch.tensor([2]), 5, 10_000)
     assert torch.equal(alone[0], u[1])
     assert not torch.equal(u[0], u[1])
-    assert not torch.equal(hashed_uniform(torch.tensor([2]), step=6, vocab=10_000)[0], alone[0])
+    assert not torch.equal(hashed_uniform(torch.tensor([2]), 6, 10_000)[0], alone[0])
 
 
 def test_top_p_keeps_smallest_nucleus():

@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from starloop.degenerate import parse_flags
 from starloop.records import PreferencePair, Sample
 
 # Degenerate flags that disqualify a sample from training data when trainer.filter_degenerate is on.
@@ -23,7 +24,7 @@ class Example:
 
 
 def is_degenerate(s: Sample) -> bool:
-    return bool(set(filter(None, s.degenerate.split(";"))) & BAD_FLAGS)
+    return bool(set(parse_flags(s.degenerate)) & BAD_FLAGS)
 
 
 def by_question(samples: Iterable[Sample]) -> dict[str, list[Sample]]:

@@ -6,7 +6,11 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
+from starloop.degenerate import degenerate_rates, parse_flags
 from starloop.records import Sample
+
+# Flags that make an output degenerate in content (repetition loops, nothing, wrong language).
+CONTENT_FLAGS = {"repetition", "empty", "wrong_language"}
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -35,13 +39,12 @@ def summarize(samples: Sequence[Sample]) -> dict:
         "mean_tokens": sum(s.n_tokens for s in samples) / n if n else 0.0,
         "truncated_rate": sum(s.truncated for s in samples) / n if n else 0.0,
     }
-    flags = [f for s in samples for f in s.degenerate.split(";") if f]
-    for flag in sorted(set(flags)):
-        out[f"degenerate_{flag}"] = sum(flag in s.degenerate.split(";") for s in samples) / n
+    # Rates of each degenerate flag, and of outputs that are degenerate in content (not merely cut).
+    for flag, rate in degenerate_rates(s.degenerate for s in samples).items():
+        if flag != "any":
+            out[f"degenerate_{flag}"] = rate
     out["degenerate_rate"] = (
-        sum(bool(set(s.degenerate.split(";")) & {"repetition", "empty", "wrong_language"}) for s in samples) / n
-        if n
-        else 0.0
+        sum(bool(set(parse_flags(s.degenerate)) & CONTENT_FLAGS) for s in samples) / n if n else 0.0
     )
     return out
 

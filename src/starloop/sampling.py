@@ -39,12 +39,15 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def hashed_uniform(seeds: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
-    """Uniform(0,1) noise [B, vocab], a pure function of (seed, step, token id). seeds: int64 [B]."""
-    v = torch.arange(vocab, device=seeds.device, dtype=torch.int64)
+def hashed_uniform(seeds: torch.Tensor, step: int, token_ids: torch.Tensor | int) -> torch.Tensor:
+    """Uniform(0,1) noise, a pure function of (seed, step, token id). seeds: int64 [B].
+
+    token_ids: [B, k] ids to draw noise for, or an int V meaning every id 0..V-1 ([B, V] out).
+    """
+    if isinstance(token_ids, int):
+        token_ids = torch.arange(token_ids, device=seeds.device, dtype=torch.int64)[None, :]
     s = _mix32((seeds.to(torch.int64) & _M32) ^ ((step * 0x9E3779B1) & _M32))
-    x = _mix32((s[:, None] + v[None, :] * 0x27D4EB2F) & _M32)
-    x = _mix32(x ^ (s[:, None] >> 7))
+    x = _mix32((s[:, None] ^ ((token_ids.to(torch.int64) * 0x27D4EB2F) & _M32)) & _M32)
     # 24 bits are plenty for Gumbel noise; +0.5 keeps u strictly inside (0, 1).
     return ((x >> 8).to(torch.float32) + 0.5) / float(1 << 24)
 
@@ -61,14 +64,38 @@ def filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(remove, float("-inf"))
 
 
+def _nucleus(scores: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(candidate scores with -inf outside the nucleus, candidate ids), both [B, k].
+
+    Exactly `filter_top_p`, but over the top-k only, with k grown until every row's nucleus fits:
+    sampling then hashes and compares k entries per row instead of the whole vocabulary.
+    """
+    vocab = scores.shape[-1]
+    log_z = torch.logsumexp(scores, dim=-1, keepdim=True)
+    k = min(vocab, 64)
+    while True:
+        vals, ids = scores.topk(k, dim=-1)  # sorted, descending
+        probs = torch.exp(vals - log_z)
+        before = probs.cumsum(dim=-1) - probs
+        if k == vocab or bool((before[:, -1] + probs[:, -1] >= top_p).all()):
+            return vals.masked_fill(before >= top_p, float("-inf")), ids
+        k = min(vocab, k * 8)
+
+
 def gumbel_sample(logits: torch.Tensor, seeds: torch.Tensor, step: int, temperature: float, top_p: float):
     """Draw one token per row from softmax(logits / T) restricted to the top-p nucleus.
 
-    argmax(log p + Gumbel) is an exact sample of p; Gumbel = -log(-log(u)).
+    argmax(log p + Gumbel) is an exact sample of p; Gumbel = -log(-log(u)), u hashed from the token id,
+    so the draw does not depend on the candidate set's order or size.
     """
-    scores = filter_top_p(logits.float() / temperature, top_p)
-    u = hashed_uniform(seeds, step, scores.shape[-1])
-    return torch.argmax(scores - torch.log(-torch.log(u)), dim=-1)
+    scores = logits.float() / temperature
+    if top_p < 1.0:
+        scores, ids = _nucleus(scores, top_p)
+    else:
+        ids = torch.arange(scores.shape[-1], device=scores.device)[None, :].expand_as(scores)
+    u = hashed_uniform(seeds, step, ids)
+    pick = torch.argmax(scores - torch.log(-torch.log(u)), dim=-1, keepdim=True)
+    return ids.gather(-1, pick).squeeze(-1)
 
 
 @dataclass
