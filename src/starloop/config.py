@@ -25,6 +25,9 @@ class ModelConfig:
     attn_implementation: str | None = None
     # Longest prompt + completion the model is asked to handle; longer prompts are truncated from the left.
     max_length: int = 2048
+    # Generation backend: hf (transformers generate), static (static KV cache decode loop, CUDA graphs
+    # on GPU), vllm (needs the vllm extra); auto = static on CUDA, hf on CPU.
+    sampler: str = "auto"
 
 
 @dataclass
@@ -131,6 +134,8 @@ class TrainerConfig:
     max_grad_norm: float = 1.0
     # Passes over an iteration's training data.
     inner_epochs: int = 1
+    # Recompute activations in the backward pass to save memory (slower).
+    gradient_checkpointing: bool = False
     # Longest training sequence (prompt + completion) in tokens.
     max_seq_len: int = 1024
     # Start each iteration from the base model (STaR) instead of the last adapter.
@@ -216,3 +221,86 @@ def to_dict(obj: Any) -> dict:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(obj, resolve=True)  # type: ignore[return-value]
+
+
+# Allowed values of enumerated keys, checked before any model loads.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.name": ("mmlu", "mmlu-afr", "cais-mmlu", "mmmlu", "global-mmlu", "afrimmlu"),
+    "data.split": ("train", "val", "test", "dev", "heldout"),
+    "data.train_split": ("train", "val", "test", "dev", "heldout"),
+    "data.val_split": ("train", "val", "test", "dev", "heldout"),
+    "prompt.strategy": ("native", "english", "translate"),
+    "model.sampler": ("auto", "hf", "static", "vllm"),
+    "eval.mode": ("generate", "logit"),
+    "trainer.strategy": ("sft", "dpo", "reinforce", "weighted_sft"),
+    "trainer.scheduler": ("constant", "linear", "cosine"),
+    "trainer.dpo_loss": ("sigmoid", "ipo"),
+    "trainer.dpo_pairing": ("all", "one", "n"),
+    "trainer.dpo_reference": ("base", "previous"),
+    "trainer.reward": ("correct", "answer_logprob", "quiet_star", "gain", "expected_likelihood"),
+    "trainer.baseline": ("rloo", "mean", "none"),
+    "logger.name": ("local", "wandb"),
+    "logger.mode": ("online", "offline", "disabled"),
+}
+
+# (minimum, maximum) of numeric keys; None = unbounded.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "data.limit": (1, None),
+    "data.heldout_fraction": (0.0, 0.9),
+    "prompt.few_shot": (0, 5),
+    "eval.batch_size": (1, None),
+    "eval.max_new_tokens": (1, None),
+    "eval.temperature": (0.0, None),
+    "eval.top_p": (1e-6, 1.0),
+    "model.max_length": (16, None),
+    "trainer.iterations": (0, None),
+    "trainer.samples_per_question": (1, None),
+    "trainer.temperature": (0.0, None),
+    "trainer.top_p": (1e-6, 1.0),
+    "trainer.max_new_tokens": (1, None),
+    "trainer.gen_batch_size": (1, None),
+    "trainer.lora_r": (1, None),
+    "trainer.lora_dropout": (0.0, 1.0),
+    "trainer.lr": (0.0, None),
+    "trainer.weight_decay": (0.0, None),
+    "trainer.warmup_steps": (0, None),
+    "trainer.train_batch_size": (1, None),
+    "trainer.grad_accum": (1, None),
+    "trainer.max_grad_norm": (0.0, None),
+    "trainer.inner_epochs": (0, None),
+    "trainer.max_seq_len": (16, None),
+    "trainer.dpo_beta": (1e-9, None),
+    "trainer.dpo_nll_weight": (0.0, None),
+    "trainer.dpo_pairs_per_question": (1, None),
+    "trainer.weighted_sft_lambda": (1e-9, None),
+    "trainer.single_batch_steps": (1, None),
+    "trainer.val_every_n_steps": (0, None),
+}
+
+
+def validate(cfg: Config) -> None:
+    """Reject out-of-range or unknown values with a ConfigError naming the key."""
+    from starloop.errors import ConfigError
+
+    def get(key: str):
+        obj: Any = cfg
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    for key, allowed in CHOICES.items():
+        v = get(key)
+        if v not in allowed:
+            raise ConfigError(key, f"{v!r} is not one of {', '.join(allowed)}")
+    for key, (lo, hi) in RANGES.items():
+        v = get(key)
+        if v is None:
+            continue
+        if lo is not None and v < lo:
+            raise ConfigError(key, f"{v} is below the minimum {lo}")
+        if hi is not None and v > hi:
+            raise ConfigError(key, f"{v} is above the maximum {hi}")
+    if cfg.trainer.strategy == "sft" and cfg.trainer.samples_per_question < 1:
+        raise ConfigError("trainer.samples_per_question", "must be at least 1")
+    if cfg.trainer.strategy == "dpo" and cfg.trainer.samples_per_question < 2 and not cfg.trainer.preload_data_for_training:
+        raise ConfigError("trainer.samples_per_question", "dpo needs at least 2 samples per question to form pairs")
