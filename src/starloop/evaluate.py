@@ -1,0 +1,194 @@
+"""Evaluation: generative chain-of-thought accuracy and letter-logit accuracy, on any split.
+
+`generate` mode renders the chat prompt, samples (greedy by default) a rationale, extracts the
+answer letter and scores it. `logit` mode is lm-evaluation-harness's `mmlu` task: one forward pass
+over the plain-text prompt and a comparison of the log-probabilities of " A", " B", ...
+(ties go to the first option, as `argmax` does in the harness).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from starloop import degenerate, extract, prompts
+from starloop.config import Config, PromptConfig
+from starloop.records import Question, Sample
+from starloop.sampling import Generation, Sampler, sample_seed
+
+
+def progress_bar(total: int, desc: str, enabled: bool = True):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=False)
+
+
+def chat_prompts(tokenizer, questions: Sequence[Question], pcfg: PromptConfig, few_shot=(), hints=None):
+    """Rendered chat prompts (text) for questions; `hints` (letters) for rationalization."""
+    out = []
+    for i, q in enumerate(questions):
+        hint = hints[i] if hints is not None else None
+        msgs = prompts.build_messages(q, strategy=pcfg.strategy, system=pcfg.system,
+                                      few_shot=few_shot, hint=hint)
+        out.append(prompts.render_chat(tokenizer, msgs))
+    return out
+
+
+def score_generation(q: Question, prompt: str, gen: Generation, sample_index: int,
+                     expected_language: str | None = None, hinted: bool = False) -> Sample:
+    """Extract, score and flag one generation."""
+    letter = extract.extract_answer(gen.text, n_choices=len(q.choices), choices=q.choices, language=q.language)
+    status = extract.score(letter, q.gold_letter)
+    flags = degenerate.detect(gen.text, truncated=gen.truncated, expected_language=expected_language,
+                              extracted=letter)
+    return Sample(
+        question_id=q.id, sample_index=sample_index, prompt=prompt, rationale=gen.text,
+        extracted=letter or "", gold=q.gold_letter, correct=status == "correct", status=status,
+        hinted=hinted, language=q.language, subject=q.subject, n_tokens=gen.n_tokens,
+        truncated=gen.truncated, degenerate=degenerate.format_flags(flags),
+    )
+
+
+def expected_language(q: Question, pcfg: PromptConfig) -> str | None:
+    """The language a rationale should be written in under the prompt strategy."""
+    return q.language if pcfg.strategy == "native" else "en"
+
+
+def sample_questions(sampler: Sampler, tokenizer, questions: Sequence[Question], pcfg: PromptConfig, *,
+                     k: int, seed_parts: tuple, max_new_tokens: int, temperature: float, top_p: float,
+                     hints: Sequence[str] | None = None, progress: bool = True, desc: str = "sampling"
+                     ) -> list[Sample]:
+    """k scored samples per question, each seeded by (seed_parts, question id, sample index).
+
+    With `hints`, generation sees the hinted prompt but the saved sample holds the hint-free prompt.
+    """
+    plain = chat_prompts(tokenizer, questions, pcfg)
+    shown = chat_prompts(tokenizer, questions, pcfg, hints=hints) if hints is not None else plain
+    flat_q = [(qi, j) for qi in range(len(questions)) for j in range(k)]
+    seeds = [sample_seed(*seed_parts, questions[qi].id, j) for qi, j in flat_q]
+    bar = progress_bar(len(flat_q), desc, progress)
+    t0, done_tokens = time.time(), [0]
+
+    def tick(n: int) -> None:
+        bar.update(n)
+
+    gens = sampler.generate([shown[qi] for qi, _ in flat_q], seeds, max_new_tokens=max_new_tokens,
+                            temperature=temperature, top_p=top_p, progress=tick)
+    done_tokens[0] = sum(g.n_tokens for g in gens)
+    bar.set_postfix(tok_s=f"{done_tokens[0] / max(time.time() - t0, 1e-9):.0f}")
+    bar.close()
+    return [
+        score_generation(questions[qi], plain[qi], g, j, expected_language(questions[qi], pcfg),
+                         hinted=hints is not None)
+        for (qi, j), g in zip(flat_q, gens)
+    ]
+
+
+@torch.no_grad()
+def letter_logit_samples(model, tokenizer, questions: Sequence[Question], few_shot: Sequence[Question] = (),
+                         batch_size: int = 8, progress: bool = True) -> list[Sample]:
+    """lm-eval-harness style MMLU scoring: argmax over log p(" X" | prompt) for each choice letter."""
+    device = model.device
+    out: list[Sample] = []
+    bar = progress_bar(len(questions), "letter-logit eval", progress)
+    prev_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        for start in range(0, len(questions), batch_size):
+            batch = questions[start : start + batch_size]
+            texts = [prompts.letter_prompt(q, few_shot=few_shot) for q in batch]
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=True)
+            ids, attn = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+            pos = (attn.cumsum(-1) - 1).clamp(min=0)
+            logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits[:, -1, :].float()
+            logp = logits.log_softmax(-1)
+            for r, q in enumerate(batch):
+                letter_ids = [_single_token(tokenizer, " " + L) for L in q.letters]
+                scores = torch.stack([logp[r, t] for t in letter_ids])
+                pick = int(torch.argmax(scores))  # first maximum: ties go to the first option
+                letter = q.letters[pick]
+                status = extract.score(letter, q.gold_letter)
+                out.append(Sample(question_id=q.id, sample_index=0, prompt=texts[r], rationale="",
+                                  extracted=letter, gold=q.gold_letter, correct=status == "correct",
+                                  status=status, language=q.language, subject=q.subject,
+                                  extra={f"logp_{L}": float(s) for L, s in zip(q.letters, scores)}))
+            bar.update(len(batch))
+    finally:
+        tokenizer.padding_side = prev_side
+        bar.close()
+    return out
+
+
+def _single_token(tokenizer, text: str) -> int:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        # Every tokenizer we ship or target encodes " A".." J" as one token; fail loudly otherwise.
+        raise ValueError(f"continuation {text!r} is {len(ids)} tokens for this tokenizer")
+    return ids[0]
+
+
+def evaluate_questions(model, tokenizer, questions: Sequence[Question], cfg: Config,
+                       few_shot: Sequence[Question] = (), seed_parts: tuple = ("eval",)) -> list[Sample]:
+    """Score `questions` under cfg.eval (mode, decoding) and cfg.prompt."""
+    from starloop.sampling import HFSampler
+
+    if cfg.eval.mode == "logit":
+        return letter_logit_samples(model, tokenizer, questions, few_shot=few_shot,
+                                    batch_size=cfg.eval.batch_size, progress=cfg.progress)
+    sampler = HFSampler(model, tokenizer, batch_size=cfg.eval.batch_size)
+    return sample_questions(sampler, tokenizer, questions, cfg.prompt, k=1, seed_parts=(cfg.seed, *seed_parts),
+                            max_new_tokens=cfg.eval.max_new_tokens, temperature=cfg.eval.temperature,
+                            top_p=cfg.eval.top_p, progress=cfg.progress, desc="eval")
+
+
+def write_eval(out: Path, samples: Sequence[Sample], summary: dict, cfg_dict: dict) -> None:
+    """results.csv (one row per question), metrics.json and config.yaml, each written atomically."""
+    from omegaconf import OmegaConf
+
+    from starloop.io import write_json, write_text
+    from starloop.records import write_samples
+
+    write_samples(out / "results.csv", list(samples))
+    write_json(out / "metrics.json", summary)
+    write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg_dict)))
+
+
+def run_eval(cfg: Config) -> dict:
+    """`starloop eval`: evaluate the model (or a checkpoint) on cfg.data.split; write results under cfg.out."""
+    import json
+    import logging
+
+    from starloop.config import to_dict
+    from starloop.data import load_questions
+    from starloop.metrics import format_table, group_summaries, summarize
+    from starloop.models import load_adapter, load_model, resolve_checkpoint
+
+    log = logging.getLogger("starloop.eval")
+    out = Path(cfg.out)
+    questions = load_questions(cfg.data, cfg.data.split)  # bad data fails before the model loads
+    adapter = resolve_checkpoint(cfg.checkpoint) if cfg.checkpoint else None
+    few_shot = load_questions(cfg.data, "dev")[: cfg.prompt.few_shot] if cfg.prompt.few_shot else ()
+    t0 = time.time()
+    model, tok = load_model(cfg.model)
+    if adapter is not None:
+        model = load_adapter(model, adapter)
+        model.eval()
+    t_load = time.time() - t0
+    samples = evaluate_questions(model, tok, questions, cfg, few_shot=few_shot)
+    summary = summarize(samples)
+    summary.update(mode=cfg.eval.mode, split=cfg.data.split, data=cfg.data.name, model=cfg.model.name,
+                   checkpoint=cfg.checkpoint, wall_s=round(time.time() - t0, 2), load_s=round(t_load, 2))
+    summary["by_language"] = group_summaries(samples, "language")
+    summary["by_subject"] = group_summaries(samples, "subject")
+    write_eval(out, samples, summary, to_dict(cfg))
+    if len(summary["by_language"]) > 1:
+        log.info("\n%s", format_table(summary["by_language"], "language",
+                                      ("n", "accuracy", "parse_rate", "degenerate_rate")))
+    log.info("\n%s", format_table(summary["by_subject"], "subject"))
+    log.info("results written to %s", out.resolve())
+    flat = {k: v for k, v in summary.items() if not k.startswith("by_")}
+    print(json.dumps(flat), flush=True)
+    return summary

@@ -1,0 +1,295 @@
+"""The STaR outer loop: for each iteration run the stages, skipping those whose output exists.
+
+    <out>/config.yaml                      resolved config (a resumed run must match it)
+    <out>/metrics.jsonl                    one line per (iteration, language) validation, rebuilt from
+                                           the val folders so that it can never hold a half-written line
+    <out>/iter_0/val/                      validation of the base model
+    <out>/iter_k/sample/part_*.csv, DONE   training rationales of the model after iteration k-1
+    <out>/iter_k/generations.csv           every sample of iteration k, scored (+ reward columns)
+    <out>/iter_k/train_data.jsonl          the SFT set / preference pairs / rewarded samples
+    <out>/iter_k/train/adapter/, log.jsonl, DONE
+    <out>/iter_k/val/generations.csv, metrics.json, DONE
+
+Each stage reads the previous stage's files; all writes are atomic; a killed run started again with
+the same `out=` continues at the first missing output and reaches the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from starloop import build, evaluate, io
+from starloop.config import Config, to_dict
+from starloop.data import load_questions
+from starloop.errors import StarloopError
+from starloop.metrics import summarize
+from starloop.records import Question, Sample, read_samples, write_samples
+from starloop.runstate import RunLock, check_or_save_config
+from starloop.sampling import HFSampler
+
+log = logging.getLogger("starloop.train")
+
+PART_QUESTIONS = 32  # questions per saved sampling part: the most work a kill can lose
+
+
+class Policy:
+    """The base model plus, at most, one LoRA adapter: the model of a given iteration."""
+
+    def __init__(self, cfg: Config):
+        from starloop.models import load_model
+
+        self.cfg = cfg
+        self.base, self.tok = load_model(cfg.model, for_training=True)
+        self.model = self.base
+        self.adapter: str | None = None
+
+    def use(self, adapter: Path | None, trainable: bool = False, fresh_seed: int | None = None):
+        """Switch to `adapter` (None = base; fresh_seed = a new seeded LoRA for training)."""
+        from starloop.models import attach_lora, load_adapter
+
+        key = f"fresh:{fresh_seed}" if fresh_seed is not None else (str(adapter) if adapter else None)
+        if key == self.adapter and not trainable:
+            return self.model
+        if self.model is not self.base:
+            self.model = self.model.unload()  # remove LoRA layers, keep base weights untouched
+            self.base = self.model
+        if fresh_seed is not None:
+            self.model = attach_lora(self.base, self.cfg.trainer, seed=fresh_seed)
+        elif adapter is not None:
+            self.model = load_adapter(self.base, adapter, trainable=trainable)
+        self.base.requires_grad_(False)
+        if trainable:
+            for n, p in self.model.named_parameters():
+                p.requires_grad_("lora_" in n)
+        self.adapter = key
+        self.model.eval()
+        return self.model
+
+
+def sample_stage(policy: Policy, cfg: Config, questions: list[Question], folder: Path, *, k: int,
+                 seed_parts: tuple, temperature: float, top_p: float, max_new_tokens: int,
+                 batch_size: int, hints: dict[str, str] | None = None, desc: str) -> list[Sample]:
+    """Sample in parts of PART_QUESTIONS questions, each saved atomically; finished parts are reused."""
+    if io.is_done(folder):
+        return read_samples(folder / "generations.csv")
+    folder.mkdir(parents=True, exist_ok=True)
+    sampler = HFSampler(policy.model, policy.tok, batch_size=batch_size)
+    out: list[Sample] = []
+    n_parts = (len(questions) + PART_QUESTIONS - 1) // PART_QUESTIONS
+    for p in range(n_parts):
+        part = folder / f"part_{p:05d}.csv"
+        if part.exists():
+            out += read_samples(part)
+            continue
+        qs = questions[p * PART_QUESTIONS : (p + 1) * PART_QUESTIONS]
+        h = [hints[q.id] for q in qs] if hints is not None else None
+        samples = evaluate.sample_questions(
+            sampler, policy.tok, qs, cfg.prompt, k=k, seed_parts=seed_parts, max_new_tokens=max_new_tokens,
+            temperature=temperature, top_p=top_p, hints=h, progress=cfg.progress,
+            desc=f"{desc} [{p + 1}/{n_parts}]")
+        write_samples(part, samples)
+        out += samples
+    write_samples(folder / "generations.csv", out)
+    io.mark_done(folder, {"n": len(out)})
+    return out
+
+
+def validate_stage(policy: Policy, cfg: Config, val_qs: list[Question], folder: Path, iteration: int,
+                   extra: dict) -> dict:
+    if io.is_done(folder):
+        return json.loads((folder / "metrics.json").read_text())
+    t0 = time.time()
+    if iteration == 0 and cfg.trainer.preload_data_for_val:
+        samples = read_samples(cfg.trainer.preload_data_for_val)
+    elif cfg.eval.mode == "logit":
+        samples = evaluate.letter_logit_samples(policy.model, policy.tok, val_qs, batch_size=cfg.eval.batch_size,
+                                                progress=cfg.progress)
+    else:
+        samples = sample_stage(policy, cfg, val_qs, folder / "sample", k=1, seed_parts=(cfg.seed, "val", iteration),
+                               temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
+                               max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
+                               desc=f"validate iter {iteration}")
+    lines = []
+    langs = sorted({s.language for s in samples})
+    for lang in langs + (["all"] if len(langs) > 1 else []):
+        sub = [s for s in samples if lang == "all" or s.language == lang]
+        lines.append({"iteration": iteration, "split": cfg.data.val_split, "language": lang, **summarize(sub),
+                      **extra, "wall_s": round(time.time() - t0, 2)})
+    write_samples(folder / "generations.csv", samples)
+    io.write_json(folder / "metrics.json", lines)
+    io.mark_done(folder)
+    for ln in lines:
+        log.info("iteration %d %s: accuracy %.3f [%.3f, %.3f] parse %.3f (n=%d)", iteration, ln["language"],
+                 ln["accuracy"], ln["ci_low"], ln["ci_high"], ln["parse_rate"], ln["n"])
+    return lines
+
+
+def rebuild_metrics(out: Path) -> list[dict]:
+    lines = []
+    for it in sorted(out.glob("iter_*"), key=lambda p: int(p.name.split("_")[1])):
+        m = it / "val" / "metrics.json"
+        if io.is_done(it / "val") and m.exists():
+            lines += json.loads(m.read_text())
+    io.write_text(out / "metrics.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
+    return lines
+
+
+def training_data(cfg: Config, samples: list[Sample]):
+    t = cfg.trainer
+    if t.strategy == "sft":
+        return build.sft_examples(samples, max_per_question=t.max_kept_per_question, dedupe=t.dedupe,
+                                  filter_degenerate=t.filter_degenerate)
+    if t.strategy == "dpo":
+        return build.preference_pairs(samples, pairing=t.dpo_pairing, per_question=t.dpo_pairs_per_question,
+                                      filter_degenerate=t.filter_degenerate)
+    return build.reward_examples(samples, t.reward, filter_degenerate=t.filter_degenerate,
+                                 degenerate_penalty=t.degenerate_penalty)
+
+
+def units_for(policy: Policy, cfg: Config, data) -> list:
+    from starloop import train
+
+    t = cfg.trainer
+    if t.strategy == "sft":
+        return train.sft_units(policy.tok, data, t)
+    if t.strategy == "dpo":
+        return train.dpo_units(policy.tok, data, t)
+    return train.reward_units(policy.tok, data, t)
+
+
+def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_adapter: Path | None) -> dict:
+    """Fit LoRA for iteration k and save the adapter; returns a summary (final loss, counts)."""
+    from starloop import train
+
+    if io.is_done(folder):
+        return json.loads((folder / "DONE").read_text())
+    t = cfg.trainer
+    seed = hash_seed(cfg.seed, "lora", k)
+    if t.restart_from_base or prev_adapter is None:
+        model = policy.use(None, trainable=True, fresh_seed=seed)
+    else:
+        model = policy.use(prev_adapter, trainable=True)
+    units = units_for(policy, cfg, data)
+    if t.strategy == "dpo" and units:
+        ref = "previous" if (t.dpo_reference == "previous" and prev_adapter is not None) else "base"
+        if ref == "previous" and t.restart_from_base:
+            ref_model = policy.use(prev_adapter)
+            train.fill_reference_logps(ref_model, policy.tok, units, t.train_batch_size, reference="previous")
+            model = policy.use(None, trainable=True, fresh_seed=seed)
+        else:
+            train.fill_reference_logps(model, policy.tok, units, t.train_batch_size, reference=ref)
+    records: list[dict] = []
+    if units:
+        if t.strategy == "dpo" and t.dpo_sft_warmup_epochs:
+            warm = [train.Unit(u.ctx, u.cont) for u in units]
+            sft_cfg = type(t)(**{**asdict(t), "strategy": "sft", "inner_epochs": t.dpo_sft_warmup_epochs})
+            records += train.train(model, policy.tok, warm, sft_cfg, seed=seed, progress=cfg.progress)
+        records += train.train(model, policy.tok, units, t, seed=seed, progress=cfg.progress,
+                               on_log=lambda r: log.debug("step %s", r))
+    else:
+        log.warning("iteration %d: no training data (no usable samples); the adapter stays untrained", k)
+    with io.atomic_path(folder / "adapter") as tmp:
+        model.save_pretrained(tmp)
+    io.write_text(folder / "log.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    summary = {"n_units": len(units), "steps": len(records),
+               "loss": records[-1]["loss"] if records else None}
+    io.mark_done(folder, summary)
+    policy.adapter = None  # the trained model is now unsaved-state-free; force a reload by path later
+    policy.model.eval()
+    return summary
+
+
+def hash_seed(*parts) -> int:
+    from starloop.sampling import sample_seed
+
+    return sample_seed(*parts)
+
+
+def run_train(cfg: Config) -> list[dict]:
+    """`starloop train`: iterations 0..cfg.trainer.iterations; returns the metrics lines."""
+    t = cfg.trainer
+    out = Path(cfg.out)
+    train_qs = load_questions(cfg.data, cfg.data.train_split)[: t.train_limit]
+    val_qs = load_questions(cfg.data, cfg.data.val_split)[: t.val_limit]
+    if t.preload_data_for_training:
+        read_samples(t.preload_data_for_training)  # fail on a bad file before any work
+    with RunLock(out):
+        check_or_save_config(out, to_dict(cfg))
+        t0 = time.time()
+        policy = Policy(cfg)
+        by_id = {q.id: q for q in train_qs}
+        if not t.skip_first_validation:
+            validate_stage(policy, cfg, val_qs, out / "iter_0" / "val", 0, {"kept": 0, "kept_fraction": 0.0})
+            rebuild_metrics(out)
+        prev: Path | None = None
+        for k in range(1, t.iterations + 1):
+            it = out / f"iter_{k}"
+            policy.use(prev)
+            if k == 1 and t.preload_data_for_training:
+                samples = [s for s in read_samples(t.preload_data_for_training)]
+            else:
+                samples = score_iteration(policy, cfg, train_qs, by_id, it, k)
+            data = _load_or_build(cfg, samples, it / "train_data.jsonl")
+            solved = {s.question_id for s in samples if s.correct}
+            summary = train_stage(policy, cfg, k, data, it / "train", prev)
+            prev = it / "train" / "adapter"
+            policy.use(prev)
+            extra = {"kept": len(data), "kept_fraction": len(solved) / max(len(train_qs), 1),
+                     "train_loss": summary.get("loss"), "train_accuracy": summarize(
+                         [s for s in samples if not s.hinted]).get("accuracy")}
+            validate_stage(policy, cfg, val_qs, it / "val", k, extra)
+            rebuild_metrics(out)
+        lines = rebuild_metrics(out)
+        log.info("done in %.1f s; outputs in %s (metrics.jsonl, iter_*/)", time.time() - t0, out.resolve())
+        last = [ln for ln in lines if ln["language"] in ("all", lines[-1]["language"])][-1] if lines else {}
+        print(json.dumps({k: last.get(k) for k in ("iteration", "accuracy", "ci_low", "ci_high", "parse_rate", "n")}
+                         | {"out": str(out)}), flush=True)
+        return lines
+
+
+def score_iteration(policy: Policy, cfg: Config, train_qs: list[Question], by_id: dict, it: Path, k: int):
+    """Sample (and rationalize) with the current policy, add reward columns; -> iter_k/generations.csv."""
+    from starloop.scoring import add_rewards
+
+    gens = it / "generations.csv"
+    if gens.exists():
+        return read_samples(gens)
+    t = cfg.trainer
+    samples = sample_stage(policy, cfg, train_qs, it / "sample", k=t.samples_per_question,
+                           seed_parts=(cfg.seed, "train", k), temperature=t.temperature, top_p=t.top_p,
+                           max_new_tokens=t.max_new_tokens, batch_size=t.gen_batch_size,
+                           desc=f"sample iter {k}")
+    if t.rationalize:
+        solved = {s.question_id for s in samples if s.correct}
+        failed = [q for q in train_qs if q.id not in solved]
+        if failed:
+            samples += sample_stage(policy, cfg, failed, it / "rationalize", k=1,
+                                    seed_parts=(cfg.seed, "rationalize", k), temperature=t.temperature,
+                                    top_p=t.top_p, max_new_tokens=t.max_new_tokens, batch_size=t.gen_batch_size,
+                                    hints={q.id: q.gold_letter for q in failed}, desc=f"rationalize iter {k}")
+    if t.strategy in ("reinforce", "weighted_sft") and t.reward != "correct":
+        add_rewards(policy.model, policy.tok, samples, by_id, batch_size=t.gen_batch_size)
+    write_samples(gens, samples)
+    return samples
+
+
+def _load_or_build(cfg: Config, samples: list[Sample], path: Path):
+    from starloop.build import Example
+    from starloop.records import PreferencePair
+
+    if path.exists():
+        rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        cls = PreferencePair if cfg.trainer.strategy == "dpo" else Example
+        return [cls(**r) for r in rows]
+    data = training_data(cfg, samples)
+    io.write_text(path, "".join(json.dumps(asdict(x), ensure_ascii=False) + "\n" for x in data))
+    if not data and cfg.trainer.strategy == "dpo":
+        log.warning("no preference pairs: every question's samples were all correct or all wrong")
+    return data
+
+
+__all__ = ["run_train", "StarloopError"]
