@@ -1,0 +1,208 @@
+"""`load_questions(cfg, split)`: resolve the source and languages, load native splits, derive the logical one.
+
+Sources: `mmlu` (bundled hendrycks CSVs), `mmlu-afr` (bundled African clinical subset), or any hendrycks folder
+or file given as `data.path`; and the hub datasets of `hub.SPECS`, downloaded or read from a local copy.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+from typing import Any
+
+from starloop.data import hendrycks, local_files
+from starloop.data.hub import SPECS, convert_rows, remote_rows
+from starloop.data.languages import (
+    SOURCE_LANGUAGES,
+    check_source,
+    normalize_language,
+    resolve_language,
+    source_config,
+)
+from starloop.data.rows import Collector, aligned_id, clean_subject, id_prefix
+from starloop.data.splits import (
+    apply_limit,
+    check_split,
+    check_subjects,
+    filter_subjects,
+    heldout_ids,
+    seeded_order,
+)
+from starloop.errors import ConfigError, DataError
+from starloop.records import Question
+
+BUNDLED = {"mmlu": "mmlu.tar.xz", "mmlu-afr": "mmlu-afr.tar.xz"}
+
+
+def bundled_path(name: str) -> Path:
+    """Path of a bundled archive inside the installed package."""
+    res = importlib.resources.files("starloop") / "resources" / "data" / BUNDLED[name]
+    return Path(str(res))
+
+
+class _CsvSource:
+    """Hendrycks-layout CSVs: the bundled archives, or a folder/file given as data.path."""
+
+    def __init__(self, name: str, path: Path | None, language: str, subjects: Any):
+        self.name = name
+        root = path if path is not None else bundled_path(name)
+        self.where = str(root)
+        self.files = hendrycks.scan(root)
+        if not self.files:
+            raise DataError(root, "no MMLU CSV files (<subject>_<split>.csv) found")
+        # Held-out cuts are made per subject, so files of other subjects need not even be read.
+        keep = check_subjects(subjects, {clean_subject(f.subject) for f in self.files})
+        if keep is not None:
+            self.files = [f for f in self.files if clean_subject(f.subject) in keep]
+        suffixes = sorted({f.language for f in self.files})
+        self.suffix: dict[str, str | None] = {}  # language code -> file suffix (None: every file)
+        if suffixes == [""]:
+            # One language, unnamed: the files are in whatever language was asked for (English by default).
+            all_ = str(language).strip().lower() == "all"
+            code = "en" if all_ else normalize_language(language)
+            if code is None:
+                raise ConfigError("data.language", f"unknown language {language!r}")
+            if path is None and code != "en":
+                resolve_language(name, language)  # raises the helpful "mmlu has: en" error
+            self.suffix[code] = None
+            self.languages = [code]
+        else:
+            known = SOURCE_LANGUAGES[name]
+            for sfx in suffixes:
+                code = "en" if sfx == "" else (normalize_language(sfx) or sfx)
+                self.suffix[code] = sfx
+            order = [c for c in known if c in self.suffix] + sorted(c for c in self.suffix if c not in known)
+            self.suffix = {c: self.suffix[c] for c in order}
+            self.languages = resolve_language(name, language, list(self.suffix))
+        # Translations are partitioned by the English rows, so every language holds out the same questions.
+        self.reference = "en" if len(self.suffix) > 1 and "en" in self.suffix else None
+        self._cache: dict[tuple[str, str], list[Question]] = {}
+
+    def native_splits(self, lang: str) -> set[str]:
+        return hendrycks.splits_of(self.files, self.suffix[lang])
+
+    def load(self, lang: str, split: str) -> list[Question]:
+        if (lang, split) not in self._cache:
+            c = Collector(id_prefix(self.name, lang), split, lang, self.name)
+            self._cache[lang, split] = hendrycks.load_split(
+                self.files, split, self.suffix[lang], c, self.where
+            )
+        return self._cache[lang, split]
+
+
+class _HubSource:
+    """A hub dataset: downloaded through `datasets`, or read from a local copy at data.path."""
+
+    def __init__(self, name: str, path: Path | None, language: str):
+        self.name, self.spec, self.reference = name, SPECS[name], None
+        self._cache: dict[tuple[str, str], list[Question]] = {}
+        configs = SOURCE_LANGUAGES[name]
+        self.units: dict[str, list[local_files.Unit]] | None = None
+        self.where = str(path) if path is not None else f"hf://datasets/{self.spec.repo}"
+        want_all = str(language).strip().lower() == "all"
+        if path is None:
+            if want_all and len(configs) > 1:
+                raise ConfigError(
+                    "data.language",
+                    f"all for {name} needs data.path=<local copy with one folder or file per "
+                    f"language>; downloading all {len(configs)} languages is not done implicitly",
+                )
+            self.languages = resolve_language(name, "en" if want_all else language)
+            return
+        groups = local_files.units_by_language(local_files.discover(path), configs)
+        detected = [c for c in configs if c in groups]
+        if want_all:
+            if not detected and len(configs) > 1:
+                raise ConfigError(
+                    "data.language",
+                    f"all: no file or folder under {path} names a {name} language "
+                    f"(e.g. {', '.join(list(configs.values())[:3])})",
+                )
+            self.languages = detected or list(configs)
+            self.units = {c: groups.get(c, []) + groups.get(None, []) for c in self.languages}
+        else:
+            self.languages = resolve_language(name, language)
+            code = self.languages[0]
+            units = groups.get(code) or groups.get(None) or []
+            if not units:
+                raise DataError(
+                    path,
+                    f"no files for language {code} ({source_config(name, code)}); "
+                    f"languages found: {', '.join(detected) or 'none'}",
+                )
+            self.units = {code: units}
+
+    def native_splits(self, lang: str) -> set[str]:
+        if self.units is None:
+            return set(self.spec.splits)
+        return local_files.splits_of(self.units[lang])
+
+    def load(self, lang: str, split: str) -> list[Question]:
+        if (lang, split) in self._cache:
+            return self._cache[lang, split]
+        c = Collector(id_prefix(self.name, lang), split, lang, self.name)
+        if self.units is None:
+            rows = remote_rows(self.spec, source_config(self.name, lang), split)
+        else:
+            rows = local_files.read_units(self.units[lang], split)
+        convert_rows(self.spec, rows, c)
+        if not c.questions:
+            raise DataError(self.where, f"split {split!r} of language {lang} has no rows")
+        self._cache[lang, split] = c.questions
+        return c.questions
+
+
+def _open(cfg: Any) -> _CsvSource | _HubSource:
+    name = check_source(str(cfg.name))
+    path = Path(str(cfg.path)).expanduser() if cfg.path not in (None, "") else None
+    if name in SPECS:
+        return _HubSource(name, path, cfg.language)
+    return _CsvSource(name, path, cfg.language, cfg.subjects)
+
+
+def _split_key(cfg: Any, split: str) -> str:
+    keys = ("split", "train_split", "val_split")
+    return next((f"data.{k}" for k in keys if str(getattr(cfg, k, "")).lower() == split), "data.split")
+
+
+def _logical(source: _CsvSource | _HubSource, lang: str, split: str, cfg: Any) -> list[Question]:
+    native = source.native_splits(lang)
+    if split in ("dev", "test") or (split in ("val", "train") and split in native):
+        if split not in native:
+            raise ConfigError(
+                _split_key(cfg, split),
+                f"{source.name} ({source.where}) has no {split!r} split; it has {', '.join(sorted(native))}",
+            )
+        return source.load(lang, split)
+    if "test" not in native:
+        raise ConfigError(
+            _split_key(cfg, split),
+            f"{source.name} has no 'test' split to carve {split!r} from; "
+            f"it has {', '.join(sorted(native)) or 'none'}",
+        )
+    ref = source.reference or lang
+    ref_val = source.load(ref, "val") if "val" in source.native_splits(ref) else None
+    held = heldout_ids(source.load(ref, "test"), ref_val, float(cfg.heldout_fraction), int(cfg.seed))
+    if split == "train":
+        return [q for q in source.load(lang, "test") if aligned_id(q) not in held]
+    if not held:
+        raise ConfigError(
+            "data.heldout_fraction", f"is {cfg.heldout_fraction}: the {split!r} split would be empty"
+        )
+    return [q for q in source.load(lang, "test") if aligned_id(q) in held]
+
+
+def load_questions(cfg: Any, split: str) -> list[Question]:
+    """Questions of a logical split (train, val, test, dev, heldout) of the source `cfg` (a DataConfig).
+
+    Order: a seeded shuffle (`cfg.seed`) keyed on the aligned id, then the first `cfg.limit`; the same
+    config gives the same list on any machine.
+    """
+    split = check_split(split, cfg)
+    source = _open(cfg)
+    questions: list[Question] = []
+    for lang in source.languages:
+        questions.extend(_logical(source, lang, split, cfg))
+    questions = filter_subjects(questions, cfg.subjects)
+    questions = seeded_order(questions, int(cfg.seed), source.languages)
+    return apply_limit(questions, cfg.limit)
