@@ -42,7 +42,15 @@ def cache_dir() -> Path:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError("model.device", f"unknown device {name!r} (auto, cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("model.device", f"{name}: CUDA is not available on this machine (use auto or cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError("model.device", f"{name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def resolve_dtype(name: str, device: torch.device, tiny: bool = False) -> torch.dtype:
@@ -113,6 +121,9 @@ def tiny_random_model(seed: int = 0, vocab_size: int = 49152):
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=2,
+        # Wider than the 0.02 default so that outputs are not near-uniform: a LoRA on this model can then
+        # fit a batch (single-batch mode, training tests) as a real model would.
+        initializer_range=0.2,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -239,19 +250,44 @@ def load_adapter(model, adapter_dir: str | os.PathLike, trainable: bool = False)
     from peft import PeftModel
 
     adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / "adapter_config.json").exists():
-        raise StarloopError(f"{adapter_dir}: not a LoRA adapter folder (adapter_config.json missing)")
+    check_adapter_folder(adapter_dir)
     try:
         return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise StarloopError(f"{adapter_dir}: adapter could not be loaded: {str(e).splitlines()[0]}") from None
 
 
+def check_adapter_folder(adapter_dir: Path) -> None:
+    """A readable adapter_config.json and weights file, checked before any model loads (one-line errors)."""
+    cfg_path = adapter_dir / "adapter_config.json"
+    if not cfg_path.is_file():
+        raise StarloopError(f"{adapter_dir}: not a LoRA adapter folder (adapter_config.json missing)")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise StarloopError(f"{cfg_path}: unreadable adapter config ({str(e).splitlines()[0]})") from None
+    if not isinstance(cfg, dict) or "peft_type" not in cfg:
+        raise StarloopError(f"{cfg_path}: not a PEFT adapter config (no peft_type)")
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.is_file():
+        if (adapter_dir / "adapter_model.bin").is_file():
+            return
+        raise StarloopError(f"{weights}: adapter weights missing")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            list(f.keys())
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for corrupt headers
+        raise StarloopError(f"{weights}: unreadable adapter weights ({str(e).splitlines()[0]})") from None
+
+
 def resolve_checkpoint(path: str) -> Path:
-    """`<out>/iter_<k>` or an adapter folder -> the adapter folder."""
+    """`<out>/iter_<k>` or an adapter folder -> the adapter folder (checked: config and weights readable)."""
     p = Path(path)
     for cand in (p, p / "adapter", p / "train" / "adapter"):
         if (cand / "adapter_config.json").exists():
+            check_adapter_folder(cand)
             return cand
     if not p.exists():
         raise ConfigError("checkpoint", f"{path} does not exist")

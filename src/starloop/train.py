@@ -34,6 +34,21 @@ from starloop.rewards import group_index
 log = logging.getLogger(__name__)
 
 MAX_NONFINITE_IN_A_ROW = 5
+OOM_ADVICE = ("out of memory while training: lower trainer.train_batch_size (raise trainer.grad_accum to keep "
+              "the effective batch), lower trainer.max_seq_len, or set trainer.gradient_checkpointing=true")
+
+
+@contextlib.contextmanager
+def oom_advice():
+    """Out of memory in a training forward/backward -> one-line StarloopError naming the knobs to turn."""
+    from starloop.sampling import is_oom
+
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not is_oom(e):
+            raise
+        raise StarloopError(OOM_ADVICE) from None
 
 
 @dataclass
@@ -101,7 +116,8 @@ def fill_reference_logps(model, tok, units: Sequence[Unit], batch_size: int, ref
             chunk = units[start : start + batch_size]
             ctxs = [u.ctx for u in chunk] * 2
             conts = [u.cont for u in chunk] + [u.rejected for u in chunk]  # type: ignore[misc]
-            logp, _ = _logps(model, tok, ctxs, conts)
+            with oom_advice():
+                logp, _ = _logps(model, tok, ctxs, conts)
             for i, u in enumerate(chunk):
                 u.scalars["ref_chosen"] = float(logp[i])
                 u.scalars["ref_rejected"] = float(logp[len(chunk) + i])
@@ -207,6 +223,9 @@ def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int,
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = make_scheduler(opt, cfg, total_steps)
     model.train()
+    # Dropout draws from the global RNG: seeding it here makes a resumed run's iteration k train exactly
+    # like the uninterrupted run's, whatever ran before it in the process.
+    torch.manual_seed(seed)
     records: list[dict] = []
     bad_in_a_row = 0
     step, t0, tokens = 0, time.time(), 0
@@ -217,13 +236,15 @@ def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int,
         agg: dict[str, float] = {}
         finite = True
         for b in group:
-            loss, metrics = loss_fn(model, tok, b, cfg)
+            with oom_advice():
+                loss, metrics = loss_fn(model, tok, b, cfg)
             if not torch.isfinite(loss):
                 finite = False
                 break
-            (loss / len(group)).backward()
+            with oom_advice():
+                (loss / len(group)).backward()
             tokens += sum(len(u.ctx) + len(u.cont) + len(u.rejected or []) for u in b)
-            agg["loss"] = agg.get("loss", 0.0) + float(loss) / len(group)
+            agg["loss"] = agg.get("loss", 0.0) + float(loss.detach()) / len(group)
             for k, v in metrics.items():
                 agg[k] = agg.get(k, 0.0) + float(v) / len(group)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else 1e30)
