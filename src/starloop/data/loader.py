@@ -87,6 +87,8 @@ class _CsvSource:
             self._cache[lang, split] = hendrycks.load_split(
                 self.files, split, self.suffix[lang], c, self.where
             )
+            if not self._cache[lang, split]:  # every file of the split empty (or blank lines only)
+                raise DataError(self.where, f"the {split!r} files hold no rows")
         return self._cache[lang, split]
 
 
@@ -195,8 +197,9 @@ def _logical(source: _CsvSource | _HubSource, lang: str, split: str, cfg: Any) -
 def load_questions(cfg: Any, split: str) -> list[Question]:
     """Questions of a logical split (train, val, test, dev, heldout) of the source `cfg` (a DataConfig).
 
-    Order: a seeded shuffle (`cfg.seed`) keyed on the aligned id, then the first `cfg.limit`; the same
-    config gives the same list on any machine.
+    Order: a seeded shuffle (`cfg.seed`) keyed on the aligned id, then the first `cfg.limit` questions
+    *per language* (with `data.language=all`, every language gets the same aligned questions, so results
+    compare across languages); the same config gives the same list on any machine.
     """
     split = check_split(split, cfg)
     source = _open(cfg)
@@ -205,4 +208,7 @@ def load_questions(cfg: Any, split: str) -> list[Question]:
         questions.extend(_logical(source, lang, split, cfg))
     questions = filter_subjects(questions, cfg.subjects)
     questions = seeded_order(questions, int(cfg.seed), source.languages)
-    return apply_limit(questions, cfg.limit)
+    if cfg.limit is None or len(source.languages) == 1:
+        return apply_limit(questions, cfg.limit)
+    keep = set(apply_limit(list(dict.fromkeys(aligned_id(q) for q in questions)), cfg.limit))
+    return [q for q in questions if aligned_id(q) in keep]
