@@ -1,8 +1,9 @@
 """Typed configuration: one dataclass per config group, the only home of defaults.
 
-Hydra composes these (registered in its ConfigStore by `starloop.cli`); YAML presets under
-`configs/` only override fields. Every field has a one-line comment: `starloop config --help`
-style documentation is generated from these comments (see `describe_config`).
+Hydra composes these (registered in its ConfigStore by `starloop.hydra_config`); presets and YAML
+under `configs/` only override fields. Every field has a comment above it: docs/configuration.md is
+generated from these comments (`python scripts/gen_config_docs.py`; a test checks that none is
+missing). A comment line of the form `# --- Title ---` starts a section in that document.
 """
 
 from __future__ import annotations
@@ -107,20 +108,26 @@ class TrainerConfig:
     filter_degenerate: bool = False
     # Reward subtracted from degenerate samples in reward strategies.
     degenerate_penalty: float = 0.0
-    # Training questions used per iteration (null = all of the train split after data.limit).
-    train_limit: int | None = None
-    # Validation questions (null = all of the val split after data.limit).
-    val_limit: int | None = None
+    # Training questions used per iteration (null = all of the train split after data.limit). The small
+    # default makes a first `starloop train` on a laptop CPU finish in minutes; set null on a GPU cluster.
+    train_limit: int | None = 32
+    # Validation questions per evaluation (null = all of the val split after data.limit).
+    val_limit: int | None = 32
 
-    # LoRA.
+    # --- LoRA ---
+    # LoRA rank (width of the low-rank update).
     lora_r: int = 16
+    # LoRA scaling numerator: the update is scaled by lora_alpha / lora_r.
     lora_alpha: int = 32
+    # Dropout on the LoRA branch during training.
     lora_dropout: float = 0.05
     # Module names LoRA wraps; all-linear = every linear layer but the output head.
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
 
-    # Optimisation.
+    # --- Optimisation ---
+    # Peak learning rate of AdamW (reached after warmup_steps).
     lr: float = 1e-4
+    # AdamW decoupled weight decay.
     weight_decay: float = 0.0
     # Linear warmup steps (optimizer steps).
     warmup_steps: int = 0
@@ -155,22 +162,24 @@ class TrainerConfig:
     # Reuse a generations CSV for validation instead of sampling.
     preload_data_for_val: str | None = None
 
-    # DPO family.
+    # --- DPO family ---
     # sigmoid (DPO) or ipo.
     dpo_loss: str = "sigmoid"
+    # Strength of the implicit KL penalty towards the reference policy (larger = stay closer).
     dpo_beta: float = 0.1
     # Weight of the NLL term on chosen responses (iterative RPO); 0 = plain DPO.
     dpo_nll_weight: float = 0.0
     # Pairs per question: all, one, or n (up to dpo_pairs_per_question).
     dpo_pairing: str = "all"
+    # Most pairs per question when dpo_pairing = n.
     dpo_pairs_per_question: int = 4
     # Reference policy: base (adapter disabled) or previous (last iteration's adapter, frozen).
     dpo_reference: str = "base"
     # SFT epochs on the chosen responses before DPO (for off-policy data).
     dpo_sft_warmup_epochs: int = 0
 
-    # Reward strategies (reinforce, weighted_sft).
-    # correct, answer_logprob, quiet_star, gain, expected_likelihood.
+    # --- Reward strategies (reinforce, weighted_sft) ---
+    # Reward of a sample: correct, answer_logprob, quiet_star, gain, expected_likelihood.
     reward: str = "correct"
     # reinforce baseline: rloo (leave-one-out) or mean (including the sample, as Quiet-STaR).
     baseline: str = "rloo"
@@ -184,9 +193,11 @@ class TrainerConfig:
 class LoggerConfig:
     # local (CSV/JSONL in the run folder) or wandb (local files too).
     name: str = "local"
-    # Also write TensorBoard event files.
+    # Also write TensorBoard event files (<out>/tensorboard; needs the tensorboard extra).
     tensorboard: bool = False
+    # wandb project the run is logged to.
     project: str = "starloop"
+    # wandb team or user; null = your default entity.
     entity: str | None = None
     # wandb mode: online, offline, disabled.
     mode: str = "offline"
@@ -195,13 +206,50 @@ class LoggerConfig:
 
 
 @dataclass
+class LauncherConfig:
+    """Where the jobs of a `-m` sweep run: read by `launcher=slurm` (and `launcher=submitit-local`).
+
+    The default `launcher=local` runs the jobs one after another in this process and ignores these keys.
+    """
+
+    # Slurm partition; null = the cluster's default.
+    partition: str | None = None
+    # Slurm account to charge; null = your default.
+    account: str | None = None
+    # Slurm quality of service; null = the default.
+    qos: str | None = None
+    # Slurm node constraint (e.g. a GPU type such as a100); null = any node.
+    constraint: str | None = None
+    # Wall-clock limit of each job, in minutes.
+    timeout_min: int = 1440
+    # GPUs per job (one node per job).
+    gpus_per_node: int = 1
+    # CPU cores per job.
+    cpus_per_task: int = 8
+    # Host memory per job in GB; null = the partition's default.
+    mem_gb: int | None = None
+    # Most jobs of the sweep running at the same time.
+    array_parallelism: int = 16
+    # Times a job that hits timeout_min is requeued; runs resume where they stopped, so this is safe.
+    max_num_timeout: int = 3
+
+
+@dataclass
 class Config:
+    # Model to load (group: model=PRESET, or model=PATH/HUB_ID).
     model: ModelConfig = field(default_factory=ModelConfig)
+    # Questions and splits (group: data=PRESET).
     data: DataConfig = field(default_factory=DataConfig)
+    # How questions are put to the model (group: prompt=native|english|translate).
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    # Evaluation and validation decoding.
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # The STaR loop and its training strategy (group: trainer=PRESET).
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # Where metrics go besides the run folder (group: logger=local|wandb).
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # Where sweep jobs run (group: launcher=local|slurm|submitit-local).
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
     # Output folder of the run; a rerun with the same folder resumes it.
     out: str = "runs/latest"
     # Global seed: sampling, LoRA init, data order.
@@ -254,6 +302,8 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "eval.top_p": (1e-6, 1.0),
     "model.max_length": (16, None),
     "trainer.iterations": (0, None),
+    "trainer.train_limit": (1, None),
+    "trainer.val_limit": (1, None),
     "trainer.samples_per_question": (1, None),
     "trainer.temperature": (0.0, None),
     "trainer.top_p": (1e-6, 1.0),
@@ -275,6 +325,20 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "trainer.weighted_sft_lambda": (1e-9, None),
     "trainer.single_batch_steps": (1, None),
     "trainer.val_every_n_steps": (0, None),
+    # A negative limit would silently slice questions off the end ([:-1]); 0 would leave nothing to do.
+    "trainer.train_limit": (1, None),
+    "trainer.val_limit": (1, None),
+    "trainer.max_kept_per_question": (1, None),
+    "trainer.lora_alpha": (1, None),
+    "trainer.log_every_n_steps": (1, None),
+    "trainer.dpo_sft_warmup_epochs": (0, None),
+    "logger.table_rows": (0, None),
+    "launcher.timeout_min": (1, None),
+    "launcher.gpus_per_node": (0, None),
+    "launcher.cpus_per_task": (1, None),
+    "launcher.mem_gb": (1, None),
+    "launcher.array_parallelism": (1, None),
+    "launcher.max_num_timeout": (0, None),
 }
 
 
