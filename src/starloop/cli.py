@@ -16,8 +16,9 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from starloop.errors import ConfigError, StarloopError
+from starloop.errors import ConfigError, DataError, StarloopError
 
 COMMANDS = ("train", "eval", "report")
 USAGE = """usage: starloop {train,eval,report} [key=value ...] [-m]
@@ -28,15 +29,18 @@ USAGE = """usage: starloop {train,eval,report} [key=value ...] [-m]
 
 common overrides: model=smollm2-135m|tiny-random|PATH|HUB_ID  data=mmlu|mmlu-afr|mmmlu|...
   data.path=DIR data.split=val data.limit=N data.language=zu eval.mode=logit out=DIR seed=0
-  -m / --multirun with comma-separated values runs a sweep. See README.md for every key."""
+  trainer=sft|star|dpo|reinforce|weighted_sft  prompt=native|english|translate  logger=local|wandb
+  experiment=english_dpo|english_sft|yoruba_sft|afr_sft|...  launcher=local|slurm (for -m sweeps)
+  -m / --multirun with comma-separated values runs a sweep (one folder per job, then sweep_summary.md).
+  Every key: docs/configuration.md; Slurm: docs/slurm.md."""
 
 MAX_VALIDATED_SWEEP = 256
 
 
 def _group_options(group: str) -> set[str]:
-    from starloop.hydra_config import GROUP_OPTIONS
+    from starloop.hydra_config import option_names
 
-    return set(GROUP_OPTIONS.get(group, ()))
+    return set(option_names(group))
 
 
 def rewrite_shorthands(overrides: Sequence[str]) -> list[str]:
@@ -85,6 +89,7 @@ def compose(overrides: Sequence[str]):
     from starloop.config import validate
     from starloop.hydra_config import register
 
+    _check_added_keys(overrides)
     register()
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="starloop.configs", version_base="1.3"):
@@ -100,6 +105,29 @@ def compose(overrides: Sequence[str]):
     return obj
 
 
+def _check_added_keys(overrides: Sequence[str]) -> None:
+    """`+key=v` / `++key=v` must still name a config key: Hydra would add an unknown one silently."""
+    import importlib.resources
+    from dataclasses import fields, is_dataclass
+
+    from starloop.config import Config
+    from starloop.hydra_config import GROUP_OPTIONS
+
+    res = importlib.resources.files("starloop.configs")
+    groups = set(GROUP_OPTIONS) | {p.name for p in res.iterdir() if p.is_dir() and not p.name.startswith("_")}
+    for o in overrides:
+        if not o.startswith("+"):
+            continue
+        key = o.lstrip("+").partition("=")[0].strip()
+        if key.startswith("hydra") or key in groups:
+            continue
+        obj: object = Config()
+        for part in key.split("."):
+            if not is_dataclass(obj) or part not in {f.name for f in fields(obj)}:
+                raise ConfigError(key, "unknown key")
+            obj = getattr(obj, part)
+
+
 def _config_error(overrides: Sequence[str], err: Exception) -> ConfigError:
     """One line naming the key, from Hydra's and OmegaConf's multi-line messages."""
     cause = err.__cause__ or err
@@ -107,10 +135,13 @@ def _config_error(overrides: Sequence[str], err: Exception) -> ConfigError:
     full_key = getattr(cause, "full_key", None)
     if "Could not find" in str(err):  # an unknown group option: name the options
         m = re.search(r"Could not find '([^/']+)/([^']+)'", str(err))
+        if m and m.group(1) == "hydra" and "submitit" in m.group(2):
+            return ConfigError("launcher", "this launcher needs hydra-submitit-launcher: pip install "
+                                           "'starloop[slurm]'")
         if m:
-            from starloop.hydra_config import GROUP_OPTIONS
+            from starloop.hydra_config import option_names
 
-            opts = ", ".join(sorted(GROUP_OPTIONS.get(m.group(1), ())))
+            opts = ", ".join(option_names(m.group(1)))
             return ConfigError(m.group(1), f"unknown option {m.group(2)!r} (choose from {opts})")
     if re.match(r"Key '.*' not in '", first):
         return ConfigError(full_key or "overrides", "unknown key")
@@ -145,8 +176,10 @@ def _task(command: str, dcfg) -> None:
 
     cfg = OmegaConf.to_object(dcfg)
     hc = HydraConfig.get()
-    if str(hc.mode) == "RunMode.MULTIRUN":
+    sweep_job = str(hc.mode) == "RunMode.MULTIRUN"
+    if sweep_job:
         cfg.out = hc.runtime.output_dir  # each job of a sweep writes its own folder
+        Path(cfg.out, "FAILED").unlink(missing_ok=True)  # a rerun of a failed job starts clean
     try:
         if command == "eval":
             from starloop.evaluate import run_eval
@@ -157,8 +190,92 @@ def _task(command: str, dcfg) -> None:
 
             run_train(cfg)
     except StarloopError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        _error_line(f"error: {e}")
+        if sweep_job:  # one failed job must not stop the sweep; sweep_summary.md lists it as failed
+            from starloop.io import write_json
+
+            write_json(Path(cfg.out, "FAILED"), {"error": str(e)})
+            return
         sys.exit(e.exit_code)
+
+
+def _error_line(message: str) -> None:
+    """Print one line to stderr; undecodable characters (bytes of a non-UTF-8 argument) are escaped."""
+    enc = getattr(sys.stderr, "encoding", None) or "utf-8"
+    print(message.encode(enc, "backslashreplace").decode(enc, "replace"), file=sys.stderr, flush=True)
+
+
+def _check_text(args: Sequence[str]) -> None:
+    """Arguments must be text: bytes that are not UTF-8 arrive as lone surrogates and break YAML and files."""
+    for a in args:
+        try:
+            a.encode("utf-8")
+        except UnicodeEncodeError:
+            key = a.partition("=")[0] if "=" in a else "overrides"
+            raise ConfigError(key.encode("utf-8", "backslashreplace").decode("ascii", "replace"),
+                              "value is not valid UTF-8 text") from None
+
+
+def preflight(command: str, cfg, multirun: bool = False, seen: set[str] | None = None) -> None:
+    """Check the inputs and the output folder before Hydra writes into it or any model loads.
+
+    Bad data, preload files, checkpoints, a busy or unwritable output folder and a resume with another
+    config are reported here (one line, exit code 2) with nothing written into an existing run folder;
+    the stages read the inputs again when they run. `seen`: input sets already checked (sweeps).
+    """
+    from pathlib import Path
+
+    from starloop.config import to_dict
+    from starloop.data import load_questions
+    from starloop.data.hub import SPECS
+    from starloop.records import read_samples
+    from starloop.runstate import RunLock, check_or_save_config, check_output_folder, check_run_folder
+
+    d, t = cfg.data, cfg.trainer
+    key = repr((command, d, t.preload_data_for_training, t.preload_data_for_val, cfg.checkpoint, cfg.prompt))
+    if seen is None or key not in seen:
+        if d.name not in SPECS or d.path not in (None, ""):  # hub downloads are left to the run itself
+            splits = [d.split] if command == "eval" else [d.train_split, d.val_split]
+            if command == "eval" and cfg.prompt.few_shot:
+                splits.append("dev")
+            for split in dict.fromkeys(splits):
+                load_questions(d, split)
+        if command == "train":
+            for path in (t.preload_data_for_training, t.preload_data_for_val):
+                if path and not read_samples(path):
+                    raise DataError(path, "no rows (a header only): nothing to preload")
+        if command == "eval" and cfg.checkpoint:
+            from starloop.models import resolve_checkpoint
+
+            resolve_checkpoint(cfg.checkpoint)
+        _check_model(cfg.model)
+        if seen is not None:
+            seen.add(key)
+    if multirun:
+        return  # each job of a sweep writes its own sub-folder
+    out = Path(cfg.out)
+    if command == "train":
+        check_or_save_config(out, to_dict(cfg), save=False)
+        check_run_folder(out)
+        with RunLock(out):
+            pass
+    else:
+        check_output_folder(out)
+
+
+def _check_model(m) -> None:
+    """Device, dtype and a local model path, checked without loading anything (presets convert lazily)."""
+    from pathlib import Path
+
+    from starloop.models import PRESETS, resolve_device, resolve_dtype, resolve_model_source
+
+    device = resolve_device(m.device)
+    resolve_dtype(m.dtype, device)
+    if m.name.endswith(".gguf"):
+        if not Path(m.name).expanduser().is_file():
+            raise ConfigError("model.name", f"GGUF file not found: {m.name}")
+    elif m.name not in ("tiny-random", "smollm2-135m", *PRESETS):
+        resolve_model_source(m.name, m.gguf_file)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -168,24 +285,61 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"error: unknown command {command!r} (expected one of {', '.join(COMMANDS)})", file=sys.stderr)
+        _error_line(f"error: unknown command {command!r} (expected one of {', '.join(COMMANDS)})")
         sys.exit(2)
+    import signal
+    import threading
+
+    from starloop.runstate import INTERRUPTED_MESSAGE, Interrupted, raise_on_sigterm
+
+    previous = signal.getsignal(signal.SIGTERM)
+    if command == "train" and threading.current_thread() is threading.main_thread():
+        raise_on_sigterm()  # preemption (Slurm sends SIGTERM first): unwind, abandon the write in progress
+    try:
+        _main(command, rest)
+    except (Interrupted, KeyboardInterrupt) as e:
+        _error_line(INTERRUPTED_MESSAGE)
+        sys.exit(128 + (signal.SIGTERM if isinstance(e, Interrupted) else signal.SIGINT))
+    finally:
+        if command == "train" and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(command: str, rest: list[str]) -> None:
     try:
         if command == "report":
             from starloop.report import main as report_main
 
             report_main(rest)
             return
+        _check_text(rest)
         multirun = any(a in ("-m", "--multirun") for a in rest)
         overrides = rewrite_shorthands([a for a in rest if a not in ("-m", "--multirun")])
-        for combo in _expand_sweeps(overrides):
-            compose(combo)
+        checked: set[str] = set()
+        combos = _expand_sweeps(overrides)
+        if len(combos) > 1 and not multirun:  # Hydra would print a multi-line "Ambiguous value" and exit 0
+            key = next(a.partition("=")[0] for a, b in zip(combos[0], combos[-1]) if a != b)
+            raise ConfigError(key, "has several values (a sweep): add -m to run each, or write [a,b] for a list")
+        for combo in combos:
+            cfg = compose(combo)
+            preflight(command, cfg, multirun, seen=checked)
     except StarloopError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        _error_line(f"error: {e}")
         sys.exit(e.exit_code)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     _run_hydra(command, overrides, multirun)
+    if multirun:
+        _exit_if_jobs_failed(Path(cfg.out))
+
+
+def _exit_if_jobs_failed(sweep_dir: Path) -> None:
+    """Exit 2 with one line when some job of the sweep failed (each job's error is in its FAILED file)."""
+    failed = sorted(p.parent.name for p in sweep_dir.glob("*/FAILED"))
+    if failed:
+        _error_line(f"error: {len(failed)} sweep job(s) failed ({', '.join(failed)}); see "
+                    f"{sweep_dir / 'sweep_summary.md'}")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -325,9 +325,6 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "trainer.weighted_sft_lambda": (1e-9, None),
     "trainer.single_batch_steps": (1, None),
     "trainer.val_every_n_steps": (0, None),
-    # A negative limit would silently slice questions off the end ([:-1]); 0 would leave nothing to do.
-    "trainer.train_limit": (1, None),
-    "trainer.val_limit": (1, None),
     "trainer.max_kept_per_question": (1, None),
     "trainer.lora_alpha": (1, None),
     "trainer.log_every_n_steps": (1, None),

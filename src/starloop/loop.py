@@ -26,10 +26,11 @@ from starloop import build, evaluate, io
 from starloop.config import Config, to_dict
 from starloop.data import load_questions
 from starloop.errors import StarloopError
+from starloop.fast_sampling import make_sampler
+from starloop.loggers import open_logger
 from starloop.metrics import summarize
 from starloop.records import Question, Sample, read_samples, write_samples
 from starloop.runstate import RunLock, check_or_save_config
-from starloop.sampling import HFSampler
 
 log = logging.getLogger("starloop.train")
 
@@ -77,7 +78,7 @@ def sample_stage(policy: Policy, cfg: Config, questions: list[Question], folder:
     if io.is_done(folder):
         return read_samples(folder / "generations.csv")
     folder.mkdir(parents=True, exist_ok=True)
-    sampler = HFSampler(policy.model, policy.tok, batch_size=batch_size)
+    sampler = make_sampler(cfg.model, policy.model, policy.tok, batch_size)
     out: list[Sample] = []
     n_parts = (len(questions) + PART_QUESTIONS - 1) // PART_QUESTIONS
     for p in range(n_parts):
@@ -161,8 +162,11 @@ def units_for(policy: Policy, cfg: Config, data) -> list:
     return train.reward_units(policy.tok, data, t)
 
 
-def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_adapter: Path | None) -> dict:
-    """Fit LoRA for iteration k and save the adapter; returns a summary (final loss, counts)."""
+def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_adapter: Path | None,
+                on_step=None) -> dict:
+    """Fit LoRA for iteration k and save the adapter; returns a summary (final loss, counts).
+
+    on_step: called with each logged step record (the run's loggers)."""
     from starloop import train
 
     if io.is_done(folder):
@@ -189,7 +193,7 @@ def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_ad
             sft_cfg = type(t)(**{**asdict(t), "strategy": "sft", "inner_epochs": t.dpo_sft_warmup_epochs})
             records += train.train(model, policy.tok, warm, sft_cfg, seed=seed, progress=cfg.progress)
         records += train.train(model, policy.tok, units, t, seed=seed, progress=cfg.progress,
-                               on_log=lambda r: log.debug("step %s", r))
+                               on_log=on_step or (lambda r: log.debug("step %s", r)))
     else:
         log.warning("iteration %d: no training data (no usable samples); the adapter stays untrained", k)
     with io.atomic_path(folder / "adapter") as tmp:
@@ -217,13 +221,14 @@ def run_train(cfg: Config) -> list[dict]:
     val_qs = load_questions(cfg.data, cfg.data.val_split)[: t.val_limit]
     if t.preload_data_for_training:
         read_samples(t.preload_data_for_training)  # fail on a bad file before any work
-    with RunLock(out):
+    with RunLock(out), open_logger(cfg, out) as run_log:
         check_or_save_config(out, to_dict(cfg))
         t0 = time.time()
         policy = Policy(cfg)
         by_id = {q.id: q for q in train_qs}
         if not t.skip_first_validation:
-            validate_stage(policy, cfg, val_qs, out / "iter_0" / "val", 0, {"kept": 0, "kept_fraction": 0.0})
+            run_log.validation(0, validate_stage(policy, cfg, val_qs, out / "iter_0" / "val", 0,
+                                                 {"kept": 0, "kept_fraction": 0.0}), out / "iter_0" / "val")
             rebuild_metrics(out)
         prev: Path | None = None
         for k in range(1, t.iterations + 1):
@@ -235,13 +240,14 @@ def run_train(cfg: Config) -> list[dict]:
                 samples = score_iteration(policy, cfg, train_qs, by_id, it, k)
             data = _load_or_build(cfg, samples, it / "train_data.jsonl")
             solved = {s.question_id for s in samples if s.correct}
-            summary = train_stage(policy, cfg, k, data, it / "train", prev)
+            summary = train_stage(policy, cfg, k, data, it / "train", prev,
+                                  on_step=lambda r, k=k: run_log.train_step(k, r))
             prev = it / "train" / "adapter"
             policy.use(prev)
             extra = {"kept": len(data), "kept_fraction": len(solved) / max(len(train_qs), 1),
                      "train_loss": summary.get("loss"), "train_accuracy": summarize(
                          [s for s in samples if not s.hinted]).get("accuracy")}
-            validate_stage(policy, cfg, val_qs, it / "val", k, extra)
+            run_log.validation(k, validate_stage(policy, cfg, val_qs, it / "val", k, extra), it / "val")
             rebuild_metrics(out)
         lines = rebuild_metrics(out)
         log.info("done in %.1f s; outputs in %s (metrics.jsonl, iter_*/)", time.time() - t0, out.resolve())
@@ -292,4 +298,4 @@ def _load_or_build(cfg: Config, samples: list[Sample], path: Path):
     return data
 
 
-__all__ = ["run_train", "StarloopError"]
+__all__ = ["StarloopError", "run_train"]

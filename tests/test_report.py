@@ -1,0 +1,179 @@
+"""`starloop report` and sweep summaries on hand-made run folders (no model needed)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from starloop.errors import StarloopError
+from starloop.metrics import wilson_interval
+
+
+def make_run(path: Path, strategy: str = "sft", accs=(0.30, 0.40, 0.45), languages=("en",), n=100,
+             steps=12, lr=1e-4) -> Path:
+    """A finished run folder as the loop writes it: config.yaml, metrics.jsonl, iter_k/train/log.jsonl."""
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = {"model": {"name": "tiny-random"}, "data": {"name": "mmlu", "language": languages[0]},
+           "prompt": {"strategy": "native"}, "out": str(path),
+           "trainer": {"strategy": strategy, "iterations": len(accs) - 1, "lr": lr, "dpo_beta": 0.1,
+                       "samples_per_question": 2, "lora_r": 16}}
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    lines = []
+    for it, acc in enumerate(accs):
+        for lang in list(languages) + (["all"] if len(languages) > 1 else []):
+            k = round(acc * n)
+            lo, hi = wilson_interval(k, n)
+            lines.append({"iteration": it, "split": "val", "language": lang, "n": n, "accuracy": k / n,
+                          "ci_low": lo, "ci_high": hi, "parse_rate": 0.9, "degenerate_rate": 0.05,
+                          "kept": 10 * it, "kept_fraction": 0.1 * it, "train_loss": 0.5 if it else None})
+        if it:
+            log = path / f"iter_{it}" / "train"
+            log.mkdir(parents=True)
+            recs = [{"step": s, "loss": 1 / s, "lr": lr} | ({"rewards/margins": 0.01 * s, "rewards/accuracies": 0.6}
+                                                          if strategy == "dpo" else {}) for s in range(1, steps + 1)]
+            (log / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def report(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "starloop.cli", "report", *args], capture_output=True, text=True, check=False,
+                          timeout=120)
+
+
+def test_report_on_two_runs_writes_markdown_and_plots(tmp_path):
+    a = make_run(tmp_path / "english_sft", "sft")
+    b = make_run(tmp_path / "english_dpo", "dpo", accs=(0.30, 0.35, 0.50), lr=5e-6)
+    r = report(str(a), str(b), "--out", str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "rep"
+    assert r.stdout.strip() == str(out / "report.md")
+    for png in ("accuracy.png", "data_quality.png", "train_loss.png", "dpo_rewards.png"):
+        assert (out / png).stat().st_size > 10_000, png
+        assert f"]({png})" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "english_sft" in md and "english_dpo" in md
+    assert "50.0% [40.4, 59.6]" in md  # final accuracy of the DPO run with its Wilson interval
+    assert "β 0.1" in md  # DPO hyperparameters shown for the DPO run
+
+
+def test_plot_labels_name_run_strategy_and_what_differs(tmp_path):
+    from starloop.report import labels, load
+
+    runs, _ = load([make_run(tmp_path / "a", "sft"), make_run(tmp_path / "b", "dpo", lr=5e-6)])
+    lab = labels(runs)
+    assert lab[0] == "a · sft (lr=0.0001)" and lab[1] == "b · dpo (lr=5e-06)"
+
+
+def test_accuracy_plot_has_a_panel_per_language_and_the_chance_line(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from starloop import report as rep
+
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, path, **kw: saved.append(self))
+    run = rep.load_run(make_run(tmp_path / "multi", languages=("yo", "zu")))
+    rep.plot_accuracy([run], tmp_path / "acc.png")
+    axes = [ax for ax in saved[0].axes if ax.get_visible()]
+    assert [ax.get_title().split(",")[0] for ax in axes] == [
+        "each run overall (pooled over its languages)", "language: yo", "language: zu"]
+    for ax in axes:
+        assert any(abs(line.get_ydata()[0] - 0.25) < 1e-9 for line in ax.get_lines())  # the chance line
+        assert ax.get_xlabel().startswith("STaR iteration") and "accuracy" in ax.get_ylabel()
+    legend = saved[0].legends[0]
+    assert any("random chance (25%" in t.get_text() for t in legend.get_texts())
+
+
+def test_report_expands_a_sweep_folder_and_reads_eval_folders(tmp_path):
+    from starloop.report import load
+
+    sweep = tmp_path / "sweep"
+    make_run(sweep / "0", lr=1e-5)
+    make_run(sweep / "1", lr=2e-5)
+    (sweep / "multirun.yaml").write_text("{}")
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    (ev / "metrics.json").write_text(json.dumps({
+        "n": 8, "accuracy": 0.5, "ci_low": 0.2, "ci_high": 0.8, "parse_rate": 1.0, "mode": "generate",
+        "by_language": {"en": {"n": 4, "accuracy": 0.5, "ci_low": 0.15, "ci_high": 0.85},
+                        "zu": {"n": 4, "accuracy": 0.25, "ci_low": 0.05, "ci_high": 0.7}}}))
+    runs, evals = load([sweep, ev])
+    assert [r.name for r in runs] == ["sweep/0", "sweep/1"] and [e.name for e in evals] == ["eval"]
+    r = report(str(sweep), str(ev), "--out", str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "rep" / "eval_by_language.png").exists()
+    assert "sweep/1" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_single_run_report_defaults_into_the_run_folder(tmp_path):
+    run = make_run(tmp_path / "run")
+    r = report(str(run))
+    assert r.returncode == 0, r.stderr
+    assert (run / "report" / "report.md").exists()
+
+
+@pytest.mark.parametrize("make", ["missing", "file", "empty_dir"])
+def test_bad_paths_one_line_exit_2(tmp_path, make):
+    p = tmp_path / "x"
+    if make == "file":
+        p.write_text("hello")
+    elif make == "empty_dir":
+        p.mkdir()
+    r = report(str(p))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and str(p) in r.stderr
+
+
+def test_load_rejects_bad_json_naming_the_line(tmp_path):
+    from starloop.report import load
+
+    run = make_run(tmp_path / "run")
+    (run / "metrics.jsonl").write_text('{"iteration": 0}\n{oops\n')
+    with pytest.raises(StarloopError, match=r"metrics.jsonl, line 2"):
+        load([run])
+
+
+def test_sweep_summary_lists_every_job_with_its_status(tmp_path):
+    from starloop.report import write_sweep_summary
+
+    sweep = tmp_path / "sweep"
+    make_run(sweep / "0", accs=(0.3, 0.5))
+    make_run(sweep / "1", accs=(0.3, 0.4, 0.35))  # best iteration 1, final iteration 2
+    (sweep / "2").mkdir(parents=True)
+    (sweep / "2" / "FAILED").write_text(json.dumps({"error": "training stopped: non-finite loss"}))
+    jobs = [["trainer.lr=1e-05", "out=x"], ["trainer.lr=2e-05", "out=x"], ["trainer.lr=0.5", "out=x"],
+            ["trainer.lr=1", "out=x"]]
+    md, csv_path = write_sweep_summary(sweep, jobs)
+    with open(csv_path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["overrides"] for r in rows] == ["trainer.lr=1e-05", "trainer.lr=2e-05", "trainer.lr=0.5",
+                                              "trainer.lr=1"]
+    assert rows[0]["status"] == "done" and math.isclose(float(rows[0]["final_accuracy"]), 0.5)
+    assert rows[1]["best_iteration"] == "1" and rows[1]["final_iteration"] == "2"
+    assert rows[2]["status"].startswith("failed: training stopped")
+    assert rows[3]["status"].startswith("missing")
+    text = md.read_text()
+    assert "Highest final validation accuracy: job 0" in text and "1 job(s) failed" in text
+
+
+def test_sweep_overrides_follow_hydras_job_order():
+    from omegaconf import OmegaConf
+
+    from starloop.report import sweep_overrides
+
+    cfg = OmegaConf.create({"hydra": {"sweeper": {"params": {"seed": "0,1", "trainer.dpo_beta": "0.1,0.3"}},
+                                      "overrides": {"task": ["trainer.lr=1e-5,2e-5", "trainer.dpo_beta=0.2",
+                                                             "out=x"]}}})
+    # config params come first; a command-line value of the same key replaces the params' values
+    assert sweep_overrides(cfg) == [
+        ["seed=0", "trainer.dpo_beta=0.2", "trainer.lr=1e-05", "out=x"],
+        ["seed=0", "trainer.dpo_beta=0.2", "trainer.lr=2e-05", "out=x"],
+        ["seed=1", "trainer.dpo_beta=0.2", "trainer.lr=1e-05", "out=x"],
+        ["seed=1", "trainer.dpo_beta=0.2", "trainer.lr=2e-05", "out=x"]]
