@@ -8,6 +8,7 @@ over the plain-text prompt and a comparison of the log-probabilities of " A", " 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -90,36 +91,67 @@ def sample_questions(sampler: Sampler, tokenizer, questions: Sequence[Question],
 @torch.no_grad()
 def letter_logit_samples(model, tokenizer, questions: Sequence[Question], few_shot: Sequence[Question] = (),
                          batch_size: int = 8, progress: bool = True) -> list[Sample]:
-    """lm-eval-harness style MMLU scoring: argmax over log p(" X" | prompt) for each choice letter."""
+    """lm-eval-harness style MMLU scoring: argmax over log p(" X" | prompt) for each choice letter.
+
+    On CUDA out-of-memory the batch size is halved and the batch retried (logged).
+    """
+    from starloop.sampling import is_oom
+
     device = model.device
-    out: list[Sample] = []
+    texts_all = [prompts.letter_prompt(q, few_shot=few_shot) for q in questions]
+    # Longest first, in batches of similar length: far less padding, and any OOM comes early.
+    lengths = [len(tokenizer(t, add_special_tokens=True)["input_ids"]) for t in texts_all]
+    order = sorted(range(len(questions)), key=lambda i: -lengths[i])
+    results: list[Sample | None] = [None] * len(questions)
     bar = progress_bar(len(questions), "letter-logit eval", progress)
     prev_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
-        for start in range(0, len(questions), batch_size):
-            batch = questions[start : start + batch_size]
-            texts = [prompts.letter_prompt(q, few_shot=few_shot) for q in batch]
+        start = 0
+        while start < len(order):
+            idx = order[start : start + batch_size]
+            texts = [texts_all[i] for i in idx]
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=True)
             ids, attn = enc["input_ids"].to(device), enc["attention_mask"].to(device)
             pos = (attn.cumsum(-1) - 1).clamp(min=0)
-            logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits[:, -1, :].float()
+            try:
+                logits = _last_logits(model, ids, attn, pos)
+            except (torch.OutOfMemoryError, RuntimeError) as e:
+                if not is_oom(e) or batch_size == 1:
+                    raise
+                batch_size = max(1, batch_size // 2)
+                logging.getLogger(__name__).warning(
+                    "out of memory in letter-logit evaluation: batch size halved to %d", batch_size)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            start += len(idx)
             logp = logits.log_softmax(-1)
-            for r, q in enumerate(batch):
+            for r, i in enumerate(idx):
+                q = questions[i]
                 letter_ids = [_single_token(tokenizer, " " + L) for L in q.letters]
                 scores = torch.stack([logp[r, t] for t in letter_ids])
                 pick = int(torch.argmax(scores))  # first maximum: ties go to the first option
                 letter = q.letters[pick]
                 status = extract.score(letter, q.gold_letter)
-                out.append(Sample(question_id=q.id, sample_index=0, prompt=texts[r], rationale="",
-                                  extracted=letter, gold=q.gold_letter, correct=status == "correct",
-                                  status=status, language=q.language, subject=q.subject,
-                                  extra={f"logp_{L}": float(s) for L, s in zip(q.letters, scores)}))
-            bar.update(len(batch))
+                results[i] = Sample(question_id=q.id, sample_index=0, prompt=texts[r], rationale="",
+                                    extracted=letter, gold=q.gold_letter, correct=status == "correct",
+                                    status=status, language=q.language, subject=q.subject,
+                                    extra={f"logp_{L}": float(s) for L, s in zip(q.letters, scores)})
+            bar.update(len(idx))
     finally:
         tokenizer.padding_side = prev_side
         bar.close()
-    return out
+    return results  # type: ignore[return-value]
+
+
+def _last_logits(model, ids, attn, pos) -> torch.Tensor:
+    """Float32 logits of the last position only (the output head runs on one position per row)."""
+    try:
+        out = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=1)
+    except TypeError:  # transformers < 4.50 names it num_logits_to_keep; very old ones have neither
+        out = model(input_ids=ids, attention_mask=attn, position_ids=pos)
+    return out.logits[:, -1, :].float()
 
 
 def _single_token(tokenizer, text: str) -> int:
@@ -133,12 +165,12 @@ def _single_token(tokenizer, text: str) -> int:
 def evaluate_questions(model, tokenizer, questions: Sequence[Question], cfg: Config,
                        few_shot: Sequence[Question] = (), seed_parts: tuple = ("eval",)) -> list[Sample]:
     """Score `questions` under cfg.eval (mode, decoding) and cfg.prompt."""
-    from starloop.sampling import HFSampler
+    from starloop.fast_sampling import make_sampler
 
     if cfg.eval.mode == "logit":
         return letter_logit_samples(model, tokenizer, questions, few_shot=few_shot,
                                     batch_size=cfg.eval.batch_size, progress=cfg.progress)
-    sampler = HFSampler(model, tokenizer, batch_size=cfg.eval.batch_size)
+    sampler = make_sampler(cfg.model, model, tokenizer, cfg.eval.batch_size)
     return sample_questions(sampler, tokenizer, questions, cfg.prompt, k=1, seed_parts=(cfg.seed, *seed_parts),
                             max_new_tokens=cfg.eval.max_new_tokens, temperature=cfg.eval.temperature,
                             top_p=cfg.eval.top_p, progress=cfg.progress, desc="eval")
