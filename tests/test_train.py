@@ -78,3 +78,17 @@ def test_nonfinite_loss_skips_then_stops(fresh_tiny, monkeypatch):
     monkeypatch.setitem(train.OBJECTIVES, "sft", lambda m, t, u, c: (torch.tensor(float("nan"), requires_grad=True), {}))
     with pytest.raises(StarloopError, match="non-finite"):
         train.train(peft_model, tok, train.sft_units(tok, EXAMPLES, cfg), cfg, seed=0, progress=False)
+
+
+def test_validation_every_n_steps_logs_val_loss(fresh_tiny):
+    model, tok = fresh_tiny
+    cfg = TrainerConfig(lr=1e-2, train_batch_size=2, lora_r=4, val_every_n_steps=2, inner_epochs=2)
+    peft_model = attach_lora(model, cfg, seed=0)
+    units = train.sft_units(tok, EXAMPLES, cfg)
+    val_units = train.sft_units(tok, EXAMPLES[:2], cfg)
+    start = train.objective_loss(peft_model, tok, val_units, cfg)
+    records = train.train(peft_model, tok, units, cfg, seed=0, progress=False,
+                          validate=lambda step: {"val_loss": train.objective_loss(peft_model, tok, val_units, cfg)})
+    logged = [r["val_loss"] for r in records if "val_loss" in r]
+    assert [r["step"] for r in records if "val_loss" in r] == [2, 4, 6]
+    assert logged[-1] < start  # the validation examples are among the training ones

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from starloop.degenerate import parse_flags
+from starloop.errors import StarloopError
 from starloop.records import PreferencePair, Sample
 
 # Degenerate flags that disqualify a sample from training data when trainer.filter_degenerate is on.
@@ -99,6 +100,8 @@ def reward_examples(samples: Sequence[Sample], reward_column: str, *, filter_deg
     Rewards come from the scored generations CSV: `correct` or a reward column written by the score
     stage. Degenerate samples are dropped (filter_degenerate) or penalized (degenerate_penalty).
     """
+    if reward_column != "correct" and any(reward_column not in s.extra for s in samples):
+        raise StarloopError(f"generations have no '{reward_column}' reward column (score them with the model first)")
     out = []
     for s in samples:
         if s.hinted or (filter_degenerate and is_degenerate(s)):

@@ -24,7 +24,7 @@ from starloop.sampling import Generation, Sampler, sample_seed
 def progress_bar(total: int, desc: str, enabled: bool = True):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=False)
+    return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True)
 
 
 def chat_prompts(tokenizer, questions: Sequence[Question], pcfg: PromptConfig, few_shot=(), hints=None):

@@ -163,10 +163,11 @@ def units_for(policy: Policy, cfg: Config, data) -> list:
 
 
 def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_adapter: Path | None,
-                on_step=None) -> dict:
+                on_step=None, val_data=None) -> dict:
     """Fit LoRA for iteration k and save the adapter; returns a summary (final loss, counts).
 
-    on_step: called with each logged step record (the run's loggers)."""
+    on_step: called with each logged step record (the run's loggers). val_data: training data built
+    from validation generations; with trainer.val_every_n_steps its objective is logged as val_loss."""
     from starloop import train
 
     if io.is_done(folder):
@@ -186,6 +187,12 @@ def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_ad
             model = policy.use(None, trainable=True, fresh_seed=seed)
         else:
             train.fill_reference_logps(model, policy.tok, units, t.train_batch_size, reference=ref)
+    validate = None
+    if t.val_every_n_steps and val_data:
+        val_units = units_for(policy, cfg, val_data)
+        if t.strategy == "dpo":
+            train.fill_reference_logps(model, policy.tok, val_units, t.train_batch_size, reference="base")
+        validate = lambda step: {"val_loss": train.objective_loss(model, policy.tok, val_units, t)}  # noqa: E731
     records: list[dict] = []
     if units:
         if t.strategy == "dpo" and t.dpo_sft_warmup_epochs:
@@ -193,7 +200,7 @@ def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_ad
             sft_cfg = type(t)(**{**asdict(t), "strategy": "sft", "inner_epochs": t.dpo_sft_warmup_epochs})
             records += train.train(model, policy.tok, warm, sft_cfg, seed=seed, progress=cfg.progress)
         records += train.train(model, policy.tok, units, t, seed=seed, progress=cfg.progress,
-                               on_log=on_step or (lambda r: log.debug("step %s", r)))
+                               on_log=on_step or (lambda r: log.debug("step %s", r)), validate=validate)
     else:
         log.warning("iteration %d: no training data (no usable samples); the adapter stays untrained", k)
     with io.atomic_path(folder / "adapter") as tmp:
@@ -205,6 +212,42 @@ def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_ad
     policy.adapter = None  # the trained model is now unsaved-state-free; force a reload by path later
     policy.model.eval()
     return summary
+
+
+def preloaded_samples(policy: Policy, cfg: Config, by_id: dict[str, Question]) -> list[Sample]:
+    """trainer.preload_data_for_training, with reward columns added by the current model if missing."""
+    from starloop.scoring import add_rewards
+
+    t = cfg.trainer
+    samples = read_samples(t.preload_data_for_training)
+    if t.strategy in ("reinforce", "weighted_sft") and t.reward != "correct" \
+            and any(t.reward not in s.extra for s in samples):
+        unknown = sorted({s.question_id for s in samples} - set(by_id))
+        if unknown:
+            raise StarloopError(f"{t.preload_data_for_training}: question id {unknown[0]} is not in the train "
+                                f"split, so its '{t.reward}' reward cannot be computed")
+        add_rewards(policy.model, policy.tok, samples, by_id, batch_size=t.gen_batch_size)
+    return samples
+
+
+def _val_training_data(cfg: Config, out: Path):
+    """Training data built from the base model's validation generations (or the preloaded val file):
+    the fixed set whose objective `trainer.val_every_n_steps` tracks during training."""
+    if not cfg.trainer.val_every_n_steps:
+        return None
+    src = cfg.trainer.preload_data_for_val or out / "iter_0" / "val" / "generations.csv"
+    if not Path(src).exists():
+        log.warning("trainer.val_every_n_steps: no validation generations at %s; val_loss not logged", src)
+        return None
+    try:
+        data = training_data(cfg, read_samples(src))
+    except StarloopError as e:
+        log.warning("trainer.val_every_n_steps: %s; val_loss not logged", e)
+        return None
+    if not data:
+        log.warning("trainer.val_every_n_steps: the validation generations give no %s data; val_loss not "
+                    "logged", cfg.trainer.strategy)
+    return data
 
 
 def hash_seed(*parts) -> int:
@@ -235,13 +278,14 @@ def run_train(cfg: Config) -> list[dict]:
             it = out / f"iter_{k}"
             policy.use(prev)
             if k == 1 and t.preload_data_for_training:
-                samples = [s for s in read_samples(t.preload_data_for_training)]
+                samples = preloaded_samples(policy, cfg, by_id)
             else:
                 samples = score_iteration(policy, cfg, train_qs, by_id, it, k)
             data = _load_or_build(cfg, samples, it / "train_data.jsonl")
             solved = {s.question_id for s in samples if s.correct}
             summary = train_stage(policy, cfg, k, data, it / "train", prev,
-                                  on_step=lambda r, k=k: run_log.train_step(k, r))
+                                  on_step=lambda r, k=k: run_log.train_step(k, r),
+                                  val_data=_val_training_data(cfg, out))
             prev = it / "train" / "adapter"
             policy.use(prev)
             extra = {"kept": len(data), "kept_fraction": len(solved) / max(len(train_qs), 1),
