@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 DONE = "DONE"
+TMP_SUFFIX = ".tmp"
+# `.<final name>.<mkdtemp's 8 random characters>.tmp`, as atomic_path names its temporaries.
+_STALE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 
 
 @contextlib.contextmanager
@@ -27,16 +31,52 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent))
     target = tmp / (path.name + suffix)
     try:
         yield target
+        if not _is_main_process():
+            return  # with several processes only the main one publishes; the others' copy is dropped
+        _fsync_tree(target)  # data on disk before the rename makes it visible (power loss, node crash)
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
+            # Move the old folder aside in one rename (a kill mid-rmtree would leave it half deleted).
+            os.replace(path, tmp / ".old")
         os.replace(target, path)
         _fsync_dir(path.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _is_main_process() -> bool:
+    # Launched by `accelerate launch`: only rank 0 writes artifacts (every rank computes the same ones).
+    rank = os.environ.get("RANK") or os.environ.get("LOCAL_RANK")
+    return rank in (None, "", "0")
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Remove the temporaries of atomic writes that a killed process left under `folder`; returns the count.
+
+    Call only while holding the folder's run lock (a live writer's temporaries look the same).
+    """
+    n = 0
+    for root, dirs, _ in os.walk(folder):
+        for d in list(dirs):
+            if _STALE.match(d):
+                shutil.rmtree(Path(root) / d, ignore_errors=True)
+                dirs.remove(d)
+                n += 1
+    return n
+
+
+def _fsync_tree(target: Path) -> None:
+    files = [target] if target.is_file() else [f for f in target.rglob("*") if f.is_file()]
+    for f in files:
+        with contextlib.suppress(OSError):
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def _fsync_dir(folder: Path) -> None:

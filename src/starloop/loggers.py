@@ -47,12 +47,23 @@ class Backend:
     def close(self) -> None: ...
 
 
+def _drop_partial_line(path: Path) -> None:
+    """Cut an append-only log back to its last complete line (SIGKILL can stop a write half way)."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
 class LocalFiles(Backend):
     """<out>/logs/steps.jsonl appended as training goes (tail -f it) and <out>/logs/metrics.csv."""
 
     def __init__(self, out: Path):
         self.folder = out / "logs"
         self.folder.mkdir(parents=True, exist_ok=True)
+        _drop_partial_line(self.folder / "steps.jsonl")  # a kill mid-append; the resumed run appends after it
         self.steps = open(self.folder / "steps.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
         self.rows: dict[tuple[int, str], dict] = {}
         if (self.folder / "metrics.csv").exists():  # a resumed run keeps the rows it already wrote
@@ -174,6 +185,11 @@ class RunLogger:
         self.out = Path(out)
         self.table_rows = cfg.logger.table_rows
         self.backends: list[Backend] = []
+        from starloop import distributed
+
+        if not distributed.is_main():  # one launch, one log: the main process logs for all
+            self._offsets: dict[int, int] = {}
+            return
         try:
             self.backends.append(LocalFiles(self.out))
             if cfg.logger.tensorboard:

@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from starloop import build, evaluate, io
+from starloop import build, distributed, evaluate, io
 from starloop.config import Config, to_dict
 from starloop.data import load_questions
 from starloop.errors import StarloopError
@@ -74,7 +74,11 @@ class Policy:
 def sample_stage(policy: Policy, cfg: Config, questions: list[Question], folder: Path, *, k: int,
                  seed_parts: tuple, temperature: float, top_p: float, max_new_tokens: int,
                  batch_size: int, hints: dict[str, str] | None = None, desc: str) -> list[Sample]:
-    """Sample in parts of PART_QUESTIONS questions, each saved atomically; finished parts are reused."""
+    """Sample in parts of PART_QUESTIONS questions, each saved atomically; finished parts are reused.
+
+    With several processes each samples every W-th question of a part; the part file holds all of them
+    in question order (see `distributed.map_sharded`)."""
+    distributed.barrier()  # every process sees the same files before deciding what is left to do
     if io.is_done(folder):
         return read_samples(folder / "generations.csv")
     folder.mkdir(parents=True, exist_ok=True)
@@ -87,11 +91,15 @@ def sample_stage(policy: Policy, cfg: Config, questions: list[Question], folder:
             out += read_samples(part)
             continue
         qs = questions[p * PART_QUESTIONS : (p + 1) * PART_QUESTIONS]
-        h = [hints[q.id] for q in qs] if hints is not None else None
-        samples = evaluate.sample_questions(
-            sampler, policy.tok, qs, cfg.prompt, k=k, seed_parts=seed_parts, max_new_tokens=max_new_tokens,
-            temperature=temperature, top_p=top_p, hints=h, progress=cfg.progress,
-            desc=f"{desc} [{p + 1}/{n_parts}]")
+
+        def run(share: list[Question], p=p) -> list[Sample]:
+            h = [hints[q.id] for q in share] if hints is not None else None
+            return evaluate.sample_questions(
+                sampler, policy.tok, share, cfg.prompt, k=k, seed_parts=seed_parts,
+                max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, hints=h,
+                progress=cfg.progress and distributed.is_main(), desc=f"{desc} [{p + 1}/{n_parts}]")
+
+        samples = distributed.map_sharded(run, qs, per_item=k)
         write_samples(part, samples)
         out += samples
     write_samples(folder / "generations.csv", out)
@@ -101,14 +109,17 @@ def sample_stage(policy: Policy, cfg: Config, questions: list[Question], folder:
 
 def validate_stage(policy: Policy, cfg: Config, val_qs: list[Question], folder: Path, iteration: int,
                    extra: dict) -> dict:
+    distributed.barrier()
     if io.is_done(folder):
         return json.loads((folder / "metrics.json").read_text())
     t0 = time.time()
     if iteration == 0 and cfg.trainer.preload_data_for_val:
         samples = read_samples(cfg.trainer.preload_data_for_val)
     elif cfg.eval.mode == "logit":
-        samples = evaluate.letter_logit_samples(policy.model, policy.tok, val_qs, batch_size=cfg.eval.batch_size,
-                                                progress=cfg.progress)
+        samples = distributed.map_sharded(
+            lambda share: evaluate.letter_logit_samples(policy.model, policy.tok, share,
+                                                        batch_size=cfg.eval.batch_size, progress=cfg.progress),
+            val_qs)
     else:
         samples = sample_stage(policy, cfg, val_qs, folder / "sample", k=1, seed_parts=(cfg.seed, "val", iteration),
                                temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
@@ -130,6 +141,7 @@ def validate_stage(policy: Policy, cfg: Config, val_qs: list[Question], folder: 
 
 
 def rebuild_metrics(out: Path) -> list[dict]:
+    distributed.barrier()  # the main process has written every metrics.json this reads
     lines = []
     for it in sorted(out.glob("iter_*"), key=lambda p: int(p.name.split("_")[1])):
         m = it / "val" / "metrics.json"
@@ -170,6 +182,7 @@ def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_ad
     from validation generations; with trainer.val_every_n_steps its objective is logged as val_loss."""
     from starloop import train
 
+    distributed.barrier()
     if io.is_done(folder):
         return json.loads((folder / "DONE").read_text())
     t = cfg.trainer
@@ -209,7 +222,8 @@ def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_ad
     summary = {"n_units": len(units), "steps": len(records),
                "loss": records[-1]["loss"] if records else None}
     io.mark_done(folder, summary)
-    policy.adapter = None  # the trained model is now unsaved-state-free; force a reload by path later
+    distributed.barrier()  # the adapter is on disk before any process reloads it
+    policy.adapter = None  # the next `policy.use(path)` reloads the saved adapter, as a resumed run would
     policy.model.eval()
     return summary
 
@@ -306,6 +320,7 @@ def score_iteration(policy: Policy, cfg: Config, train_qs: list[Question], by_id
     from starloop.scoring import add_rewards
 
     gens = it / "generations.csv"
+    distributed.barrier()
     if gens.exists():
         return read_samples(gens)
     t = cfg.trainer

@@ -63,6 +63,10 @@ class RunLock:
         self.fd: int | None = None
 
     def __enter__(self) -> RunLock:
+        from starloop import distributed
+
+        if not distributed.is_main():
+            return self  # the processes of one launch share the main process's lock
         check_output_folder(self.out)
         self.fd = os.open(self.out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from starloop import losses
+from starloop import distributed, losses
 from starloop.build import Example
 from starloop.config import TrainerConfig
 from starloop.errors import StarloopError
@@ -70,6 +70,29 @@ def tokenize_pair(tok, prompt: str, completion: str, max_len: int) -> tuple[list
     return ctx, cont
 
 
+@contextlib.contextmanager
+def mixed_precision(model):
+    """Autocast to the base weights' half dtype on CUDA (a forward pass runs inside; backward after).
+
+    peft keeps LoRA weights in float32 and casts each layer's input to float32 before them; without
+    autocast those matmuls would run in float32, off the tensor cores. Under autocast the cast is a
+    round trip (float32 copy, then back to half for the matmul), so it is switched off meanwhile."""
+    p = next(model.parameters())
+    if p.device.type != "cuda" or p.dtype not in (torch.bfloat16, torch.float16):
+        yield
+        return
+    lora = [m for m in model.modules() if hasattr(m, "_cast_input_dtype")]  # peft's tuner layers
+    saved = [getattr(m, "cast_input_dtype_enabled", True) for m in lora]
+    for m in lora:
+        m.cast_input_dtype_enabled = False
+    try:
+        with torch.autocast("cuda", dtype=p.dtype):
+            yield
+    finally:
+        for m, v in zip(lora, saved):
+            m.cast_input_dtype_enabled = v
+
+
 def _logps(model, tok, ctxs, conts) -> tuple[torch.Tensor, torch.Tensor]:
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     batch = batch_from_pairs(ctxs, conts, pad, side="right")
@@ -111,7 +134,7 @@ def fill_reference_logps(model, tok, units: Sequence[Unit], batch_size: int, ref
     model.eval()
     ctx_mgr = model.disable_adapter() if reference == "base" and hasattr(model, "disable_adapter") \
         else contextlib.nullcontext()
-    with ctx_mgr:
+    with ctx_mgr, mixed_precision(model):
         for start in range(0, len(units), batch_size):
             chunk = units[start : start + batch_size]
             ctxs = [u.ctx for u in chunk] * 2
@@ -223,6 +246,8 @@ def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int,
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = make_scheduler(opt, cfg, total_steps)
     model.train()
+    if cfg.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # Dropout draws from the global RNG: seeding it here makes a resumed run's iteration k train exactly
     # like the uninterrupted run's, whatever ran before it in the process.
     torch.manual_seed(seed)
@@ -230,13 +255,14 @@ def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int,
     bad_in_a_row = 0
     step, t0, tokens = 0, time.time(), 0
     bar = tqdm(total=total_steps, desc=f"train {cfg.strategy}", disable=not progress, leave=False)
+    rank, n_proc = distributed.world()
     for start in range(0, len(micro), accum):
         group = micro[start : start + accum]
         opt.zero_grad(set_to_none=True)
         agg: dict[str, float] = {}
         finite = True
-        for b in group:
-            with oom_advice():
+        for b in group[rank::n_proc]:  # with several processes each takes its share of the step
+            with oom_advice(), mixed_precision(model):
                 loss, metrics = loss_fn(model, tok, b, cfg)
             if not torch.isfinite(loss):
                 finite = False
@@ -247,6 +273,10 @@ def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int,
             agg["loss"] = agg.get("loss", 0.0) + float(loss.detach()) / len(group)
             for k, v in metrics.items():
                 agg[k] = agg.get(k, 0.0) + float(v) / len(group)
+        finite = not distributed.any_process(not finite)
+        if finite:
+            distributed.all_reduce_grads(params)  # sum of shares = the one-process gradient of the step
+            agg = distributed.sum_floats(agg)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else 1e30)
         if not finite or not torch.isfinite(grad_norm):
             bad_in_a_row += 1
