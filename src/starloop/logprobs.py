@@ -15,6 +15,7 @@ that carry a label, a chunk of rows at a time. Under autograd every chunk is rec
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import torch
@@ -213,12 +214,27 @@ def answer_letter_logprobs(
             whole_ids = whole["input_ids"]
             contexts.append(whole_ids[: len(ctx_ids)])
             continuations.append(whole_ids[len(ctx_ids) :])
+    from starloop.sampling import is_oom
+
     scores = []
-    for start in range(0, len(contexts), batch_size):
+    start = 0
+    while start < len(contexts):
         sl = slice(start, start + batch_size)
         batch = batch_from_pairs(contexts[sl], continuations[sl], pad_id, side="left")
         batch = {k: v.to(device) for k, v in batch.items()}
-        scores.append(model_sequence_logprobs(model, **batch)[0])
+        try:
+            scores.append(model_sequence_logprobs(model, **batch)[0])
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            # Out of memory: halve the batch and retry it (the reward scores do not depend on batching).
+            if not is_oom(e) or batch_size == 1:
+                raise
+            batch_size = max(1, batch_size // 2)
+            logging.getLogger(__name__).warning("out of memory while scoring rewards: batch size halved to %d",
+                                                batch_size)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        start += len(contexts[sl])
     if not scores:
         return torch.zeros(0, n_choices)
     return torch.cat(scores).view(len(prompts_with_rationale), n_choices).cpu()

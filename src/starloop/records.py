@@ -93,7 +93,7 @@ def read_samples(path: str | os.PathLike) -> list[Sample]:
     required = {"question_id", "prompt", "rationale"}
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
+            reader = csv.DictReader(f, strict=True)  # strict: an unterminated quote (truncated file) is an error
             cols = set(reader.fieldnames or [])
             missing = sorted(required - cols)
             if missing:
@@ -104,7 +104,9 @@ def read_samples(path: str | os.PathLike) -> list[Sample]:
     except UnicodeDecodeError as e:
         raise DataError(path, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
     except csv.Error as e:
-        raise DataError(path, f"malformed CSV: {e}") from None
+        raise DataError(path, f"malformed CSV: {e}", row=reader.line_num or None) from None
+    except OSError as e:
+        raise DataError(path, f"cannot read: {e.strerror or e}") from None
     return out
 
 
@@ -115,6 +117,8 @@ def _row_to_sample(path: Path, row_no: int, row: dict[str, str]) -> Sample:
     for k, v in row.items():
         if k is None:
             raise DataError(path, "more fields than header columns", row=row_no)
+        if v is None:
+            raise DataError(path, f"fewer fields than header columns (no {k}; file truncated?)", row=row_no)
         if k in known:
             if k in _BOOL_COLUMNS:
                 kwargs[k] = str(v).strip().lower() in {"1", "true", "yes"}

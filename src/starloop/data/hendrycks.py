@@ -138,7 +138,10 @@ def load_split(
         )
     # Subfolder and flat copies of one subject/split get the same ids: Collector reports the repeat.
     for f in sorted(chosen, key=lambda f: (f.subject, f.name)):
-        for index, (row_no, fields) in enumerate(read_rows(f.read(), f.display)):
+        data = f.read()
+        if not data.strip():  # truncated to nothing, or a failed copy: never a real subject file
+            raise DataError(f.display, "empty file (no rows)")
+        for index, (row_no, fields) in enumerate(read_rows(data, f.display)):
             loc = Location(f.display, row_no)
             if len(fields) != N_COLUMNS:
                 raise DataError(
