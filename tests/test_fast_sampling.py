@@ -1,0 +1,99 @@
+"""The static decode loop draws the tokens of the transformers sampler for the same seeds, shares a
+question's prompt across its samples without changing them, and the vLLM backend fails cleanly."""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from starloop.errors import StarloopError
+from starloop.fast_sampling import StaticSampler, VLLMSampler, _attend_math, _merge, _pick, make_sampler
+from starloop.sampling import HFSampler, gumbel_sample, sample_seed
+
+
+def _prompts(tok, n):
+    return [tok.apply_chat_template([{"role": "user", "content": "word " * (3 * i + 1) + "go"}],
+                                    add_generation_prompt=True, tokenize=False) for i in range(n)]
+
+
+@pytest.mark.parametrize("temperature,top_p", [(0.0, 1.0), (1.0, 1.0), (0.8, 0.9)])
+def test_static_matches_hf_sampler(tiny, temperature, top_p):
+    model, tok = tiny
+    prompts = _prompts(tok, 5)
+    seeds = [sample_seed(0, i) for i in range(5)]
+    ref = HFSampler(model, tok, batch_size=5).generate(prompts, seeds, max_new_tokens=12,
+                                                       temperature=temperature, top_p=top_p)
+    got = StaticSampler(model, tok, batch_size=3).generate(prompts, seeds, max_new_tokens=12,
+                                                           temperature=temperature, top_p=top_p)
+    assert [(g.text, g.n_tokens, g.truncated) for g in got] == [(g.text, g.n_tokens, g.truncated) for g in ref]
+
+
+def test_shared_prompt_samples_match_unshared(tiny):
+    """k samples of one question (one shared prefix) get the tokens they get when sampled alone."""
+    model, tok = tiny
+    prompts = _prompts(tok, 3)
+    flat = [p for p in prompts for _ in range(4)]
+    seeds = [sample_seed(1, i) for i in range(len(flat))]
+    sampler = StaticSampler(model, tok, batch_size=8)
+    shared = sampler.generate(flat, seeds, max_new_tokens=10, temperature=1.0, top_p=0.95)
+    alone = [StaticSampler(model, tok, batch_size=1).generate([p], [s], max_new_tokens=10, temperature=1.0,
+                                                             top_p=0.95)[0] for p, s in zip(flat, seeds)]
+    assert [g.text for g in shared] == [g.text for g in alone]
+    assert len({g.text for g in shared[:4]}) > 1  # different seeds, different samples
+    assert sampler.stats.prefill_tokens == sum(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+
+
+def test_eos_stops_and_marks_not_truncated(tiny):
+    model, tok = tiny
+    p = _prompts(tok, 2)
+    sampler = StaticSampler(model, tok, batch_size=2)
+    out = sampler.generate_ids([tok(x, add_special_tokens=False)["input_ids"] for x in p], [1, 2],
+                               max_new_tokens=8, temperature=0.0)
+    first = out[0][0][0]
+    stopped = sampler.generate_ids([tok(p[0], add_special_tokens=False)["input_ids"]], [1], max_new_tokens=8,
+                                   eos_token_id=first)
+    assert stopped == [([], True)]
+    assert all(len(ids) == 8 and not eos for ids, eos in out)
+
+
+def test_candidate_pick_equals_gumbel_sample_or_flags():
+    torch.manual_seed(0)
+    logits = torch.randn(64, 300) * torch.tensor([8.0] * 32 + [0.5] * 32)[:, None]  # peaked and flat rows
+    seeds = torch.arange(64) * 31 + 5
+    for temperature, top_p in [(0.7, 0.95), (1.0, 1.0), (0.0, 1.0)]:
+        tok, flag = _pick(logits, seeds, torch.tensor([7]), temperature, top_p)
+        ref = gumbel_sample(logits, seeds, 7, temperature, top_p) if temperature > 0 else logits.argmax(-1)
+        ok = torch.ones(64, dtype=torch.bool) if flag is None else ~flag
+        assert torch.equal(tok[ok], ref[ok])
+        if top_p < 1:
+            assert bool(flag[32:].all()) and not bool(flag[:32].any())
+
+
+def test_cascade_attention_equals_attention_over_all_keys():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 3, 4, 8), torch.randn(2, 3, 10, 8), torch.randn(2, 3, 10, 8)
+    bias = torch.zeros(1, 1, 1, 10)
+    full, _ = _attend_math(q, k, v, bias, 0.3)
+    a = _attend_math(q, k[:, :, :6], v[:, :, :6], bias[..., :6], 0.3)
+    b = _attend_math(q, k[:, :, 6:], v[:, :, 6:], bias[..., 6:], 0.3)
+    assert torch.allclose(_merge(*a, *b), full, atol=1e-6)
+
+
+def test_make_sampler_picks_backend(tiny):
+    model, tok = tiny
+    assert isinstance(make_sampler(SimpleNamespace(sampler="auto"), model, tok, 4), HFSampler)  # CPU
+    assert isinstance(make_sampler(SimpleNamespace(sampler="static"), model, tok, 4), StaticSampler)
+    assert isinstance(make_sampler(SimpleNamespace(sampler="hf"), model, tok, 4), HFSampler)
+
+
+def test_vllm_sampler_errors_cleanly_without_vllm(tiny, monkeypatch):
+    model, tok = tiny
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
+    with pytest.raises(StarloopError, match="vllm") as e:
+        VLLMSampler(model, tok)
+    assert "\n" not in str(e.value)
+    with pytest.raises(StarloopError, match="vllm"):
+        make_sampler(SimpleNamespace(sampler="vllm"), model, tok, 4)
