@@ -64,7 +64,7 @@ def test_dpo_reference_is_adapter_disabled_and_loss_starts_at_log2(fresh_tiny):
     train.fill_reference_logps(peft_model, tok, units, batch_size=2)
     # A fresh LoRA (B = 0) equals the reference: margins are 0 and the loss is log 2.
     loss, metrics = train.dpo_batch_loss(peft_model, tok, units[:2], cfg)
-    assert abs(float(loss) - 0.6931) < 1e-3 and abs(float(metrics["rewards/margins"])) < 1e-5
+    assert abs(loss.item() - 0.6931) < 1e-3 and abs(float(metrics["rewards/margins"])) < 1e-5
     records = train.train(peft_model, tok, units, cfg, seed=0, progress=False)
     assert records[-1]["rewards/margins"] > 0
 
