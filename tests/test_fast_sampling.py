@@ -31,6 +31,16 @@ def test_static_matches_hf_sampler(tiny, temperature, top_p):
     assert [(g.text, g.n_tokens, g.truncated) for g in got] == [(g.text, g.n_tokens, g.truncated) for g in ref]
 
 
+def test_fused_qkv_projection_gives_the_same_tokens(tiny):
+    model, tok = tiny
+    prompts, seeds = _prompts(tok, 3), [5, 6, 7]
+    plain = StaticSampler(model, tok, batch_size=3, fuse_projections=False)
+    fused = StaticSampler(model, tok, batch_size=3, fuse_projections=True)
+    assert len(fused._qkv_fused) == len(fused.layers) and not plain._qkv_fused
+    kw = {"max_new_tokens": 10, "temperature": 1.0, "top_p": 0.9}
+    assert [g.text for g in fused.generate(prompts, seeds, **kw)] == [g.text for g in plain.generate(prompts, seeds, **kw)]
+
+
 def test_shared_prompt_samples_match_unshared(tiny):
     """k samples of one question (one shared prefix) get the tokens they get when sampled alone."""
     model, tok = tiny

@@ -4,9 +4,12 @@
 - the k samples of a question share its prompt: the prompt is prefilled once and its keys/values are
   stored once per question; each decode step attends to that shared prefix once per question
   (cascade attention: prefix and per-sample suffix attended separately and merged by log-sum-exp);
-- preallocated (static) key/value buffers, so on CUDA each decode step is one CUDA-graph replay, with
-  the sampler inside the graph (compiled, on CUDA);
+- preallocated (static) key/value buffers, so on CUDA each decode step (model and sampler) is one
+  CUDA-graph replay;
+- on CUDA the elementwise parts of a layer (norm + residual, rotary, merge, SiLU) are compiled into one
+  kernel each, and q/k/v are one matmul: eager, a step of an 8B model is ~2,000 small kernels;
 - prompts grouped by length, and batches made of whole questions.
+docs/performance.md has the measurements and what limits them.
 Tokens are those of `HFSampler` for the same seeds: the same hashed Gumbel-max draw (sampling.py) on
 the same logits, step numbering from 0 at the first new token. Inside the graph, nucleus sampling
 looks at the 64 most likely tokens; a row whose nucleus is wider is flagged and drawn again, exactly,
@@ -22,10 +25,10 @@ draws use vLLM's per-request seeds: the same distribution, not the same tokens a
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -165,13 +168,28 @@ def _silu_mul(gate, up):
     return F.silu(gate) * up
 
 
-class _Fused:
-    """`fn`, compiled (dynamic shapes: one compilation serves every batch and prompt length) when asked;
-    a compiler failure falls back to `fn` for good."""
+# The prompt pass (any prompt length) compiles these once with dynamic shapes; the decode step compiles
+# the functions above per batch shape: static-shape kernels run several times faster there (aligned,
+# vectorized loads), which matters for ~600 small kernels a step. Distinct functions keep the two
+# compilations apart.
+def _rms_norm_any(x, weight, eps: float):
+    return _rms_norm(x, weight, eps)
 
-    def __init__(self, fn, compile_it: bool):
+
+def _add_rms_norm_any(x, delta, weight, eps: float):
+    return _add_rms_norm(x, delta, weight, eps)
+
+
+def _silu_mul_any(gate, up):
+    return _silu_mul(gate, up)
+
+
+class _Fused:
+    """`fn`, compiled when asked; a compiler failure falls back to `fn` for good."""
+
+    def __init__(self, fn, compile_it: bool, dynamic: bool):
         self.fn = fn
-        self.compiled = torch.compile(fn, dynamic=True) if compile_it else None
+        self.compiled = torch.compile(fn, dynamic=dynamic) if compile_it else None
 
     def __call__(self, *args):
         if self.compiled is not None:
@@ -249,7 +267,7 @@ class StaticSampler:
     """Static-cache decode loop with the prompt shared by its samples; CUDA graphs on GPU.
 
     batch_size: rows (samples) decoded together. cuda_graphs / compile_sampling / compile_kernels (the
-    elementwise parts of a layer): None = on for CUDA.
+    elementwise parts of a layer) / fuse_projections (q, k, v in one matmul): None = on for CUDA.
     suffix_bucket: generated-key slots are read in buckets of this many (one graph per bucket);
     prefix_align: prompt buffers are padded to a multiple of this (batches of similar length then
     reuse the same graphs). max_prefill_tokens: prompt tokens per prefill chunk.
@@ -257,7 +275,7 @@ class StaticSampler:
 
     def __init__(self, model, tokenizer, batch_size: int = 64, *, cuda_graphs: bool | None = None,
                  compile_sampling: bool | None = None, compile_kernels: bool | None = None,
-                 suffix_bucket: int | None = None,
+                 fuse_projections: bool | None = None, suffix_bucket: int | None = None,
                  prefix_align: int | None = None, max_prefill_tokens: int = 32768):
         reason = static_unsupported(model)
         if reason:
@@ -281,11 +299,29 @@ class StaticSampler:
         self.max_prefill_tokens = max_prefill_tokens
         self._attend = self._choose_attention() if on_cuda else _attend_math
         fuse = on_cuda if compile_kernels is None else (compile_kernels and on_cuda)
-        self.k_norm, self.k_add_norm, self.k_rope, self.k_rope_decode, self.k_merge, self.k_silu_mul = (
-            _Fused(f, fuse) for f in (_rms_norm, _add_rms_norm, _rope, _rope_decode, _merge_cascade, _silu_mul))
+        # Kernel sets: decode (static shapes) and prompt pass (dynamic shapes).
+        self.kd = SimpleNamespace(**{n: _Fused(f, fuse, dynamic=False) for n, f in (
+            ("norm", _rms_norm), ("add_norm", _add_rms_norm), ("silu_mul", _silu_mul),
+            ("rope_decode", _rope_decode), ("merge", _merge_cascade))})
+        self.kp = SimpleNamespace(**{n: _Fused(f, fuse, dynamic=True) for n, f in (
+            ("norm", _rms_norm_any), ("add_norm", _add_rms_norm_any), ("silu_mul", _silu_mul_any),
+            ("rope", _rope))})
         mlp = self.layers[0].mlp
         self.fused_mlp = all(hasattr(mlp, a) for a in ("gate_proj", "up_proj", "down_proj")) and \
             getattr(cfg, "hidden_act", None) in ("silu", "swish")
+        # q, k, v projections concatenated into one weight (plain Linear layers only: a LoRA layer keeps its
+        # own forward). A copy (1.6 GB for an 8B model): weights changed later need a new sampler.
+        self._qkv_fused: dict[int, tuple] = {}
+        fuse_qkv = on_cuda if fuse_projections is None else fuse_projections
+        for ly in self.layers if fuse_qkv else ():
+            a = ly.self_attn
+            mods = (a.q_proj, a.k_proj, a.v_proj)
+            biases = [m.bias for m in mods]
+            if any(type(m) is not torch.nn.Linear for m in mods) or len({b is None for b in biases}) > 1:
+                continue
+            with torch.no_grad():
+                self._qkv_fused[id(a)] = (torch.cat([m.weight for m in mods]),
+                                          None if biases[0] is None else torch.cat(biases))
         self.fused_norm = all(hasattr(n, "variance_epsilon") and hasattr(n, "weight") for n in
                               [self.inner.norm] + [m for ly in self.layers
                                                    for m in (ly.input_layernorm, ly.post_attention_layernorm)])
@@ -488,41 +524,48 @@ class StaticSampler:
 
     # -- model maths --
 
-    def _norm(self, module, x):
-        return self.k_norm(x, module.weight, module.variance_epsilon) if self.fused_norm else module(x)
+    def _norm(self, ks, module, x):
+        return ks.norm(x, module.weight, module.variance_epsilon) if self.fused_norm else module(x)
 
-    def _add_norm(self, module, x, delta):
+    def _add_norm(self, ks, module, x, delta):
         """(x + delta, module(x + delta))."""
         if self.fused_norm:
-            return self.k_add_norm(x, delta, module.weight, module.variance_epsilon)
+            return ks.add_norm(x, delta, module.weight, module.variance_epsilon)
         x = x + delta
         return x, module(x)
 
-    def _mlp(self, mlp, h):
+    def _mlp(self, ks, mlp, h):
         if self.fused_mlp:
-            return mlp.down_proj(self.k_silu_mul(mlp.gate_proj(h), mlp.up_proj(h)))
+            return mlp.down_proj(ks.silu_mul(mlp.gate_proj(h), mlp.up_proj(h)))
         return mlp(h)
 
     def _qkv(self, attn, h):
         """Projected (and, for qwen3, normed) q [N, Hq, L, D], k/v [N, Hkv, L, D] of h [N, L, H], not rotated."""
         n, L = h.shape[:2]
-        q = attn.q_proj(h).view(n, L, -1, self.head_dim)
-        k = attn.k_proj(h).view(n, L, -1, self.head_dim)
-        v = attn.v_proj(h).view(n, L, -1, self.head_dim).transpose(1, 2)
+        fused = self._qkv_fused.get(id(attn))
+        if fused is not None:  # one matmul for q, k and v
+            qkv = F.linear(h, *fused)
+            nq, nk = self.n_heads * self.head_dim, self.n_kv * self.head_dim
+            q, k, v = qkv[..., :nq], qkv[..., nq : nq + nk], qkv[..., nq + nk :]
+        else:
+            q, k, v = attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
+        q = q.view(n, L, -1, self.head_dim)
+        k = k.view(n, L, -1, self.head_dim)
+        v = v.view(n, L, -1, self.head_dim).transpose(1, 2)
         if getattr(attn, "q_norm", None) is not None:
             q, k = attn.q_norm(q), attn.k_norm(k)
         return q.transpose(1, 2), k.transpose(1, 2), v
 
-    def _layers(self, x, attention):
-        """Run the decoder layers on x [N, L, H]; attention(layer index, attn module, h) -> o_proj input.
-        Returns the last layer's output before the final norm's residual fold: (x, h = final_norm(x))."""
+    def _layers(self, ks, x, attention):
+        """Run the decoder layers on x [N, L, H] with kernel set ks; attention(layer index, attn module, h)
+        -> o_proj input. Returns (x, h = final_norm(x))."""
         layers = self.layers
-        h = self._norm(layers[0].input_layernorm, x)
+        h = self._norm(ks, layers[0].input_layernorm, x)
         for li, layer in enumerate(layers):
             attn = layer.self_attn
-            x, h = self._add_norm(layer.post_attention_layernorm, x, attn.o_proj(attention(li, attn, h)))
+            x, h = self._add_norm(ks, layer.post_attention_layernorm, x, attn.o_proj(attention(li, attn, h)))
             nxt = layers[li + 1].input_layernorm if li + 1 < len(layers) else self.inner.norm
-            x, h = self._add_norm(nxt, x, self._mlp(layer.mlp, h))
+            x, h = self._add_norm(ks, nxt, x, self._mlp(ks, layer.mlp, h))
         return x, h
 
     def _prefill(self, prompts: list[list[int]], st: _State) -> torch.Tensor:
@@ -541,7 +584,7 @@ class StaticSampler:
 
             def attention(li, attn, h, g0=g0, n=n, L=L, cos=cos, sin=sin):
                 q, k, v = self._qkv(attn, h)
-                q, k = self.k_rope(q, k, cos, sin)
+                q, k = self.kp.rope(q, k, cos, sin)
                 st.kp[li][g0 : g0 + n, :, :L] = k
                 st.vp[li][g0 : g0 + n, :, :L] = v
                 # Right padding: a prompt token only sees earlier (real) tokens under the causal mask.
@@ -549,7 +592,7 @@ class StaticSampler:
                                                    enable_gqa=self.rep > 1)
                 return o.transpose(1, 2).reshape(n, L, -1)
 
-            _, h = self._layers(x, attention)
+            _, h = self._layers(self.kp, x, attention)
             last = torch.tensor([len(p) - 1 for p in chunk], device=dev)
             out.append(self.head(h[torch.arange(n, device=dev), last]))
         return torch.cat(out)
@@ -565,16 +608,16 @@ class StaticSampler:
 
         def attention(li, attn, h):
             q, k, v = self._qkv(attn, h)
-            qp, qs, k = self.k_rope_decode(q, k, cos, sin, c)
+            qp, qs, k = self.kd.rope_decode(q, k, cos, sin, c)
             st.ks[li].index_copy_(2, st.slot, k)
             st.vs[li].index_copy_(2, st.slot, v)
             # Shared prompt: the c samples' queries of a question attend its prefix in one pass; then
             # each sample's own generated tokens; merged by log-sum-exp.
             op, lp = self._attend(qp, st.kp[li], st.vp[li], st.bias_p, attn.scaling)
             os_, ls = self._attend(qs, st.ks[li][:, :, :s_b], st.vs[li][:, :, :s_b], bias_s, attn.scaling)
-            return self.k_merge(op, lp, os_.to(self.dtype), ls, c)
+            return self.kd.merge(op, lp, os_.to(self.dtype), ls, c)
 
-        _, h = self._layers(x, attention)
+        _, h = self._layers(self.kd, x, attention)
         return self.head(h)[:, 0]
 
     def _decode(self, st: _State, s_b: int, temperature: float, top_p: float):
@@ -670,8 +713,3 @@ class VLLMSampler:
         if progress:
             progress(len(gens))
         return gens
-
-
-def tokens_per_second(stats: SamplerStats) -> float:
-    total = stats.prefill_s + stats.decode_s
-    return stats.new_tokens / total if total > 0 else math.nan
