@@ -141,7 +141,7 @@ def test_load_rejects_bad_json_naming_the_line(tmp_path):
 
 
 def test_sweep_summary_lists_every_job_with_its_status(tmp_path):
-    from starloop.report import write_sweep_summary
+    from starloop.sweep import write_sweep_summary
 
     sweep = tmp_path / "sweep"
     make_run(sweep / "0", accs=(0.3, 0.5))
@@ -166,7 +166,7 @@ def test_sweep_summary_lists_every_job_with_its_status(tmp_path):
 def test_sweep_overrides_follow_hydras_job_order():
     from omegaconf import OmegaConf
 
-    from starloop.report import sweep_overrides
+    from starloop.sweep import sweep_overrides
 
     cfg = OmegaConf.create({"hydra": {"sweeper": {"params": {"seed": "0,1", "trainer.dpo_beta": "0.1,0.3"}},
                                       "overrides": {"task": ["trainer.lr=1e-5,2e-5", "trainer.dpo_beta=0.2",
