@@ -8,7 +8,6 @@ over the plain-text prompt and a comparison of the log-probabilities of " A", " 
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,15 +70,10 @@ def sample_questions(sampler: Sampler, tokenizer, questions: Sequence[Question],
     flat_q = [(qi, j) for qi in range(len(questions)) for j in range(k)]
     seeds = [sample_seed(*seed_parts, questions[qi].id, j) for qi, j in flat_q]
     bar = progress_bar(len(flat_q), desc, progress)
-    t0, done_tokens = time.time(), [0]
-
-    def tick(n: int) -> None:
-        bar.update(n)
-
+    t0 = time.time()
     gens = sampler.generate([shown[qi] for qi, _ in flat_q], seeds, max_new_tokens=max_new_tokens,
-                            temperature=temperature, top_p=top_p, progress=tick)
-    done_tokens[0] = sum(g.n_tokens for g in gens)
-    bar.set_postfix(tok_s=f"{done_tokens[0] / max(time.time() - t0, 1e-9):.0f}")
+                            temperature=temperature, top_p=top_p, progress=bar.update)
+    bar.set_postfix(tok_s=f"{sum(g.n_tokens for g in gens) / max(time.time() - t0, 1e-9):.0f}")
     bar.close()
     return [
         score_generation(questions[qi], plain[qi], g, j, expected_language(questions[qi], pcfg),
@@ -95,7 +89,7 @@ def letter_logit_samples(model, tokenizer, questions: Sequence[Question], few_sh
 
     On CUDA out-of-memory the batch size is halved and the batch retried (logged).
     """
-    from starloop.sampling import is_oom
+    from starloop.sampling import halved_batch_size
 
     device = model.device
     texts_all = [prompts.letter_prompt(q, few_shot=few_shot) for q in questions]
@@ -117,13 +111,7 @@ def letter_logit_samples(model, tokenizer, questions: Sequence[Question], few_sh
             try:
                 logits = _last_logits(model, ids, attn, pos)
             except (torch.OutOfMemoryError, RuntimeError) as e:
-                if not is_oom(e) or batch_size == 1:
-                    raise
-                batch_size = max(1, batch_size // 2)
-                logging.getLogger(__name__).warning(
-                    "out of memory in letter-logit evaluation: batch size halved to %d", batch_size)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+                batch_size = halved_batch_size(e, batch_size, "evaluating letter logits")
                 continue
             start += len(idx)
             logp = logits.log_softmax(-1)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from starloop.errors import StarloopError
-from starloop.sampling import Generation, HFSampler, gumbel_sample, hashed_uniform, is_oom
+from starloop.sampling import Generation, HFSampler, gumbel_sample, halved_batch_size, hashed_uniform, is_oom
 
 log = logging.getLogger(__name__)
 
@@ -398,11 +398,9 @@ class StaticSampler:
                 out = self._run_batch([u[0] for u in batch], c, [seeds[r] for r in rows], max_new_tokens,
                                       temperature, top_p, eos_token_id)
             except (torch.OutOfMemoryError, RuntimeError) as e:
-                if not is_oom(e) or self.batch_size <= c:
-                    raise
-                self._drop_state()
-                self.batch_size = max(c, self.batch_size // 2)
-                log.warning("out of memory while sampling: batch size halved to %d", self.batch_size)
+                if is_oom(e):
+                    self._drop_state()  # the graphs and buffers of the failed batch size
+                self.batch_size = halved_batch_size(e, self.batch_size, "sampling", floor=c)
                 continue
             for r, o in zip(rows, out):
                 results[r] = o

@@ -15,7 +15,6 @@ that carry a label, a chunk of rows at a time. Under autograd every chunk is rec
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 
 import torch
@@ -214,7 +213,7 @@ def answer_letter_logprobs(
             whole_ids = whole["input_ids"]
             contexts.append(whole_ids[: len(ctx_ids)])
             continuations.append(whole_ids[len(ctx_ids) :])
-    from starloop.sampling import is_oom
+    from starloop.sampling import halved_batch_size
 
     scores = []
     start = 0
@@ -225,14 +224,8 @@ def answer_letter_logprobs(
         try:
             scores.append(model_sequence_logprobs(model, **batch)[0])
         except (torch.OutOfMemoryError, RuntimeError) as e:
-            # Out of memory: halve the batch and retry it (the reward scores do not depend on batching).
-            if not is_oom(e) or batch_size == 1:
-                raise
-            batch_size = max(1, batch_size // 2)
-            logging.getLogger(__name__).warning("out of memory while scoring rewards: batch size halved to %d",
-                                                batch_size)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            # Retry at half the batch (the reward scores do not depend on batching).
+            batch_size = halved_batch_size(e, batch_size, "scoring rewards")
             continue
         start += len(contexts[sl])
     if not scores:

@@ -138,6 +138,20 @@ def is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
+def halved_batch_size(err: BaseException, batch_size: int, what: str, floor: int = 1) -> int:
+    """The back-off after an exception in batched work: half the batch size if `err` is out of memory.
+
+    Re-raises `err` when it is not an out-of-memory error or the batch is already at `floor`.
+    """
+    if not is_oom(err) or batch_size <= floor:
+        raise err
+    batch_size = max(floor, batch_size // 2)
+    log.warning("out of memory while %s: batch size halved to %d", what, batch_size)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return batch_size
+
+
 class HFSampler:
     """Batched generation with transformers' `generate`, prompts sorted by length to cut padding.
 
@@ -161,12 +175,7 @@ class HFSampler:
                 gens = self._generate_batch([enc[i] for i in idx], [seeds[i] for i in idx],
                                             max_new_tokens, temperature, top_p)
             except (torch.OutOfMemoryError, RuntimeError) as e:
-                if not is_oom(e) or self.batch_size == 1:
-                    raise
-                self.batch_size = max(1, self.batch_size // 2)
-                log.warning("out of memory while sampling: batch size halved to %d", self.batch_size)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+                self.batch_size = halved_batch_size(e, self.batch_size, "sampling")
                 continue
             for i, g in zip(idx, gens):
                 results[i] = g
