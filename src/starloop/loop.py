@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from starloop import build, distributed, evaluate, io
@@ -210,7 +210,7 @@ def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_ad
     if units:
         if t.strategy == "dpo" and t.dpo_sft_warmup_epochs:
             warm = [train.Unit(u.ctx, u.cont) for u in units]
-            sft_cfg = type(t)(**{**asdict(t), "strategy": "sft", "inner_epochs": t.dpo_sft_warmup_epochs})
+            sft_cfg = replace(t, strategy="sft", inner_epochs=t.dpo_sft_warmup_epochs)
             records += train.train(model, policy.tok, warm, sft_cfg, seed=seed, progress=cfg.progress)
         records += train.train(model, policy.tok, units, t, seed=seed, progress=cfg.progress,
                                on_log=on_step or (lambda r: log.debug("step %s", r)), validate=validate)
