@@ -107,3 +107,27 @@ def test_vllm_sampler_errors_cleanly_without_vllm(tiny, monkeypatch):
     assert "\n" not in str(e.value)
     with pytest.raises(StarloopError, match="vllm"):
         make_sampler(SimpleNamespace(sampler="vllm"), model, tok, 4)
+
+
+def test_static_matches_hf_sampler_on_qwen2_layout(tiny):
+    """Qwen2 (the experiments' stronger model) adds q/k/v biases to the Llama layout."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    _, tok = tiny
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                      initializer_range=0.2, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:  # non-zero biases, so that dropping one would change the tokens
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                assert proj.bias is not None
+                proj.bias.normal_(0, 0.5)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    prompts, seeds = _prompts(tok, 4), [sample_seed(2, i) for i in range(4)]
+    kw = {"max_new_tokens": 10, "temperature": 1.0, "top_p": 0.9}
+    ref = HFSampler(model, tok, batch_size=4).generate(prompts, seeds, **kw)
+    got = StaticSampler(model, tok, batch_size=4).generate(prompts, seeds, **kw)
+    assert [g.text for g in got] == [g.text for g in ref]

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The runs behind docs/results.md, on one GPU (every command also runs on CPU, much slower):
+#   QWEN=$(bash experiments/get_qwen.sh) bash experiments/results.sh
+# Experiment 1 and 3: STaR strategies (sft, dpo, reinforce + quiet_star, weighted_sft) on English MMLU
+#   with Qwen2.5-Coder-0.5B-Instruct, the same questions, samples and budget for each strategy.
+# Experiment 2: the same four strategies with the embedded SmolLM2-135M, which starts below chance.
+# Experiment 4: STaR (sft) with the 0.5B model on the African subset, native vs translate prompting.
+# Letter-logit evaluations of both models give the knowledge-only reference.
+# Runs go concurrently (PAR at a time) into $RUNS/<name>; a finished run is skipped, a stopped one
+# resumes. jobs.tsv records each run's wall time and exit code.
+set -uo pipefail
+QWEN=${QWEN:?set QWEN to the Qwen2.5-Coder-0.5B-Instruct .gguf (bash experiments/get_qwen.sh prints it)}
+R=${RUNS:-runs/results}
+PAR=${PAR:-6}
+ONLY=${ONLY:-.}                   # run only the jobs whose name matches this regular expression
+TRAIN_LIMIT=${TRAIN_LIMIT:-600}   # English train questions per iteration (x 4 samples)
+AFR_LIMIT=${AFR_LIMIT:-100}       # African subset: questions per language (12 languages)
+mkdir -p "$R"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+
+B="trainer.val_limit=null trainer.samples_per_question=4 trainer.gen_batch_size=256 eval.batch_size=256"
+B="$B trainer.train_batch_size=8 trainer.grad_accum=2 progress=false"
+EN="trainer.train_limit=$TRAIN_LIMIT $B"
+Q="model=$QWEN trainer.max_new_tokens=384 eval.max_new_tokens=384"
+RF="trainer=reinforce trainer.reward=quiet_star trainer.baseline=mean"
+
+jobs() {  # name|starloop arguments, most important first
+  cat <<JOBS
+qwen-sft|train $Q $EN trainer=sft trainer.iterations=3
+qwen-dpo|train $Q $EN trainer=dpo trainer.iterations=2
+qwen-reinforce|train $Q $EN $RF trainer.iterations=2
+qwen-weighted_sft|train $Q $EN trainer=weighted_sft trainer.iterations=2
+qwen-logit|eval $Q eval.mode=logit eval.batch_size=64 progress=false
+smol-sft|train $EN trainer=sft trainer.iterations=3
+smol-dpo|train $EN trainer=dpo trainer.iterations=2
+smol-reinforce|train $EN $RF trainer.iterations=2
+smol-weighted_sft|train $EN trainer=weighted_sft trainer.iterations=2
+smol-logit|eval eval.mode=logit eval.batch_size=64 progress=false
+qwen-afr-native|train $Q $B data=mmlu-afr data.language=all data.limit=$AFR_LIMIT trainer.train_limit=null prompt=native trainer=sft trainer.iterations=1
+qwen-afr-translate|train $Q $B data=mmlu-afr data.language=all data.limit=$AFR_LIMIT trainer.train_limit=null prompt=translate trainer=sft trainer.iterations=1
+JOBS
+}
+
+run_one() {  # one job line -> $R/<name>, log in $R/<name>.log, a row in $R/jobs.tsv
+  local name=${1%%|*} args=${1#*|} t0 rc
+  if [ -s "$R/$name/metrics.json" ] || [ -e "$R/$name.done" ]; then echo "skip $name"; return; fi
+  t0=$(date +%s)
+  echo "start $name"
+  # shellcheck disable=SC2086
+  starloop $args out="$R/$name" >"$R/$name.log" 2>&1
+  rc=$?
+  printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - t0 ))" "starloop $args out=$R/$name" >>"$R/jobs.tsv"
+  [ "$rc" = 0 ] && touch "$R/$name.done"
+  echo "end $name rc=$rc"
+}
+export -f run_one
+export R
+jobs | grep -E "^[^|]*($ONLY)[^|]*[|]" | xargs -d '\n' -P "$PAR" -I{} bash -c 'run_one "$@"' _ {}
