@@ -71,10 +71,18 @@ class Policy:
         return self.model
 
 
+def part_questions(batch_size: int, k: int, processes: int = 1) -> int:
+    """Questions per saved sampling part: enough to fill every process's generation batch (k samples a
+    question), and at least PART_QUESTIONS, so that a kill loses at most one part of work."""
+    return max(PART_QUESTIONS, -(-batch_size * processes // max(k, 1)))
+
+
 def sample_stage(policy: Policy, cfg: Config, questions: list[Question], folder: Path, *, k: int,
                  seed_parts: tuple, temperature: float, top_p: float, max_new_tokens: int,
                  batch_size: int, hints: dict[str, str] | None = None, desc: str) -> list[Sample]:
-    """Sample in parts of PART_QUESTIONS questions, each saved atomically; finished parts are reused.
+    """Sample in parts (`part_questions`), each saved atomically; on resume, every question found in a
+    saved part is reused, whatever part size wrote it (samples are seeded per question and sample index,
+    so they do not depend on how questions were grouped).
 
     With several processes each samples every W-th question of a part; the part file holds all of them
     in question order (see `distributed.map_sharded`)."""
@@ -82,15 +90,21 @@ def sample_stage(policy: Policy, cfg: Config, questions: list[Question], folder:
     if io.is_done(folder):
         return read_samples(folder / "generations.csv")
     folder.mkdir(parents=True, exist_ok=True)
-    sampler = make_sampler(cfg.model, policy.model, policy.tok, batch_size)
-    out: list[Sample] = []
-    n_parts = (len(questions) + PART_QUESTIONS - 1) // PART_QUESTIONS
+    ids = [q.id for q in questions]
+    if len(set(ids)) != len(ids):
+        raise StarloopError(f"{folder}: duplicate question ids in the questions to sample")
+    saved: dict[str, list[Sample]] = {}
+    parts = sorted(folder.glob("part_*.csv"))
+    for part in parts:
+        for s in read_samples(part):
+            saved.setdefault(s.question_id, []).append(s)
+    todo = [q for q in questions if q.id not in saved]
+    size = part_questions(batch_size, k, distributed.world()[1])
+    n_parts = (len(todo) + size - 1) // size
+    sampler = make_sampler(cfg.model, policy.model, policy.tok, batch_size) if todo else None
+    first = len(parts)
     for p in range(n_parts):
-        part = folder / f"part_{p:05d}.csv"
-        if part.exists():
-            out += read_samples(part)
-            continue
-        qs = questions[p * PART_QUESTIONS : (p + 1) * PART_QUESTIONS]
+        qs = todo[p * size : (p + 1) * size]
 
         def run(share: list[Question], p=p) -> list[Sample]:
             h = [hints[q.id] for q in share] if hints is not None else None
@@ -100,8 +114,10 @@ def sample_stage(policy: Policy, cfg: Config, questions: list[Question], folder:
                 progress=cfg.progress and distributed.is_main(), desc=f"{desc} [{p + 1}/{n_parts}]")
 
         samples = distributed.map_sharded(run, qs, per_item=k)
-        write_samples(part, samples)
-        out += samples
+        write_samples(folder / f"part_{first + p:05d}.csv", samples)
+        for s in samples:
+            saved.setdefault(s.question_id, []).append(s)
+    out = [s for q in questions for s in sorted(saved[q.id], key=lambda s: s.sample_index)]
     write_samples(folder / "generations.csv", out)
     io.mark_done(folder, {"n": len(out)})
     return out

@@ -1,0 +1,68 @@
+"""Sampling parts: sized to fill the generation batch, and reused on resume whatever size wrote them."""
+
+from __future__ import annotations
+
+import pytest
+
+from starloop import evaluate, loop
+from starloop.config import Config, ModelConfig
+from starloop.records import Question, read_samples
+
+
+def test_part_questions_fills_every_batch():
+    assert loop.part_questions(batch_size=16, k=4) == loop.PART_QUESTIONS  # small batches: the floor
+    assert loop.part_questions(batch_size=256, k=1) == 256
+    assert loop.part_questions(batch_size=256, k=4) == 64
+    assert loop.part_questions(batch_size=256, k=3) == 86  # rounded up: no half-empty last batch
+    assert loop.part_questions(batch_size=256, k=4, processes=2) == 128
+
+
+@pytest.fixture
+def policy():
+    return loop.Policy(Config(model=ModelConfig(name="tiny-random")))
+
+
+def _questions(n):
+    return [Question(id=f"q/{i:03d}", subject="s", language="en", question=f"Question {i}?",
+                     choices=("a", "b", "c", "d"), answer=i % 4) for i in range(n)]
+
+
+def _sample(policy, folder, questions, batch_size, calls):
+    real = evaluate.sample_questions
+
+    def counting(sampler, tok, qs, *args, **kwargs):
+        calls.append(len(qs))
+        return real(sampler, tok, qs, *args, **kwargs)
+
+    evaluate.sample_questions = counting
+    try:
+        return loop.sample_stage(policy, policy.cfg, questions, folder, k=2, seed_parts=(0, "t"), temperature=1.0,
+                                 top_p=1.0, max_new_tokens=4, batch_size=batch_size, desc="t")
+    finally:
+        evaluate.sample_questions = real
+
+
+def test_resume_reuses_parts_written_with_another_batch_size(policy, tmp_path):
+    qs = _questions(40)
+    calls: list[int] = []
+    first = _sample(policy, tmp_path / "a", qs, batch_size=8, calls=calls)
+    assert calls == [32, 8]  # parts of PART_QUESTIONS questions (8 // 2 samples is below the floor)
+    assert [(s.question_id, s.sample_index) for s in first] == [(q.id, j) for q in qs for j in range(2)]
+
+    # A killed run: the second part and the final file never got written. Resume with a larger batch.
+    folder = tmp_path / "a"
+    (folder / "part_00001.csv").unlink()
+    (folder / "generations.csv").unlink()
+    (folder / "DONE").unlink()
+    calls.clear()
+    again = _sample(policy, folder, qs, batch_size=128, calls=calls)
+    assert calls == [8]  # only the 8 questions no saved part holds
+    assert [(s.question_id, s.sample_index, s.rationale) for s in again] == \
+        [(s.question_id, s.sample_index, s.rationale) for s in first]
+    assert read_samples(folder / "generations.csv") == again
+
+
+def test_duplicate_question_ids_are_refused(policy, tmp_path):
+    qs = _questions(3)
+    with pytest.raises(Exception, match="duplicate question ids"):
+        _sample(policy, tmp_path / "d", qs + qs[:1], batch_size=8, calls=[])
