@@ -71,3 +71,34 @@ def test_unknown_command_and_help():
     assert run("frobnicate").returncode == 2
     r = run("--help")
     assert r.returncode == 0 and "starloop" in r.stdout
+
+
+def test_out_of_memory_outside_a_stage_is_one_line(tmp_path, monkeypatch, capsys):
+    """Memory taken by another process can make even loading the model fail: one line, exit 2."""
+    import torch
+
+    from starloop import cli, models
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 260.00 MiB.\nmore detail")
+
+    monkeypatch.setattr(models, "load_model", no_memory)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["eval", "model=tiny-random", "data.limit=2", f"out={tmp_path / 'x'}"])
+    assert e.value.code == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "out of memory" in err[0] and "260.00 MiB" in err[0] and "batch_size" in err[0]
+
+
+def test_other_errors_are_not_swallowed(tmp_path, monkeypatch, capsys):
+    """A bug keeps its traceback (and exit code 1): only user errors and out-of-memory are one line."""
+    from starloop import cli, models
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not a user error")
+
+    monkeypatch.setattr(models, "load_model", broken)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["eval", "model=tiny-random", "data.limit=2", f"out={tmp_path / 'x'}"])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "Traceback" in err and "a bug, not a user error" in err

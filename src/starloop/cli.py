@@ -189,7 +189,10 @@ def _task(command: str, dcfg) -> None:
             from starloop.loop import run_train
 
             run_train(cfg)
-    except StarloopError as e:
+    except Exception as exc:  # noqa: BLE001 - only user errors and out-of-memory become one line
+        e = exc if isinstance(exc, StarloopError) else _out_of_memory(exc)
+        if e is None:
+            raise
         _error_line(f"error: {e}")
         if sweep_job:  # one failed job must not stop the sweep; sweep_summary.md lists it as failed
             from starloop.io import write_json
@@ -197,6 +200,17 @@ def _task(command: str, dcfg) -> None:
             write_json(Path(cfg.out, "FAILED"), {"error": str(e)})
             return
         sys.exit(e.exit_code)
+
+
+def _out_of_memory(exc: BaseException) -> StarloopError | None:
+    """An out-of-memory error that no stage turned into advice (loading the model, say): one line."""
+    from starloop.sampling import is_oom
+
+    if not is_oom(exc):
+        return None
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return StarloopError(f"out of memory ({first}); another process may hold the device's memory, or lower "
+                         "eval.batch_size, trainer.gen_batch_size and trainer.train_batch_size")
 
 
 def _error_line(message: str) -> None:
