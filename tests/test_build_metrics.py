@@ -57,3 +57,18 @@ def test_wilson_interval_hand_computed():
 def test_summarize_counts():
     m = summarize(SAMPLES[:4])
     assert m["n"] == 4 and m["accuracy"] == 0.5 and m["parse_rate"] == 0.75
+
+
+def test_min_rationale_words_drops_bare_guesses_from_sft_and_chosen():
+    from starloop.build import reasoning_words
+
+    bare = "The answer is (B).\n"
+    reasoned = "Mars is the fourth planet.\nIt is red.\n\nThe answer is (B).\n"
+    assert reasoning_words(bare) == 0 and reasoning_words(reasoned) == 8 and reasoning_words("") == 0
+    smp = [s("q", 0, bare, True), s("q", 1, reasoned, True), s("q", 2, "Guess.\nThe answer is (C).", False)]
+    assert [e.completion for e in sft_examples(smp)] == [bare, reasoned]
+    assert [e.completion for e in sft_examples(smp, min_rationale_words=8)] == [reasoned]
+    assert sft_examples(smp, min_rationale_words=9) == []
+    assert [p.chosen for p in preference_pairs(smp, min_rationale_words=5)] == [reasoned]
+    # a short wrong answer stays a rejected example
+    assert [p.rejected for p in preference_pairs(smp, min_rationale_words=5)] == ["Guess.\nThe answer is (C)."]

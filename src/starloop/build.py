@@ -28,6 +28,16 @@ def is_degenerate(s: Sample) -> bool:
     return bool(set(parse_flags(s.degenerate)) & BAD_FLAGS)
 
 
+def reasoning_words(rationale: str) -> int:
+    """Words before the rationale's last non-empty line (the answer line): 0 for a bare "The answer is (B)."."""
+    lines = [ln for ln in rationale.strip().splitlines() if ln.strip()]
+    return sum(len(ln.split()) for ln in lines[:-1])
+
+
+def _reasoned(s: Sample, min_words: int) -> bool:
+    return min_words <= 0 or reasoning_words(s.rationale) >= min_words
+
+
 def by_question(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
     groups: dict[str, list[Sample]] = defaultdict(list)
     for s in samples:
@@ -36,14 +46,17 @@ def by_question(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
 
 
 def sft_examples(samples: Sequence[Sample], *, max_per_question: int | None = None, dedupe: bool = True,
-                 filter_degenerate: bool = False) -> list[Example]:
-    """Correct rationales (rationalized ones included), hint-free prompts, in question order."""
+                 filter_degenerate: bool = False, min_rationale_words: int = 0) -> list[Example]:
+    """Correct rationales (rationalized ones included), hint-free prompts, in question order.
+
+    min_rationale_words drops correct answers with less reasoning than that before the answer line
+    (`reasoning_words`): on a model near chance, bare lucky guesses otherwise take over the data."""
     out: list[Example] = []
     for qid, group in by_question(samples).items():
         seen: set[str] = set()
         kept = 0
         for s in group:
-            if not s.correct or (filter_degenerate and is_degenerate(s)):
+            if not s.correct or (filter_degenerate and is_degenerate(s)) or not _reasoned(s, min_rationale_words):
                 continue
             key = " ".join(s.rationale.split())
             if dedupe and key in seen:
@@ -57,17 +70,18 @@ def sft_examples(samples: Sequence[Sample], *, max_per_question: int | None = No
 
 
 def preference_pairs(samples: Sequence[Sample], *, pairing: str = "all", per_question: int = 4,
-                     filter_degenerate: bool = False) -> list[PreferencePair]:
+                     filter_degenerate: bool = False, min_rationale_words: int = 0) -> list[PreferencePair]:
     """Pairs (correct, wrong-or-unanswered) of one question.
 
     pairing: all = every chosen x rejected combination; one = the first pair; n = up to `per_question`
     pairs, cycling through chosen and rejected so that each is reused as little as possible.
-    Degenerate samples are never chosen (with filter_degenerate) but remain good rejected examples.
+    Degenerate samples (with filter_degenerate) and correct answers with less reasoning than
+    min_rationale_words are never chosen, but remain good rejected examples when wrong.
     Hinted (rationalization) samples are never used: DPO wants on-policy pairs.
     """
     out: list[PreferencePair] = []
     for qid, group in by_question(samples).items():
-        chosen = _unique([s for s in group if s.correct and not s.hinted
+        chosen = _unique([s for s in group if s.correct and not s.hinted and _reasoned(s, min_rationale_words)
                           and not (filter_degenerate and is_degenerate(s))])
         rejected = _unique([s for s in group if not s.correct and not s.hinted])
         if not chosen or not rejected:

@@ -106,6 +106,9 @@ class TrainerConfig:
     dedupe: bool = True
     # Drop degenerate generations (loops, truncation, wrong language) from training data.
     filter_degenerate: bool = False
+    # Keep a correct sample for sft (or as dpo's chosen) only with at least this many words of reasoning
+    # before its answer line (0 = off). Near chance, STaR otherwise learns bare "The answer is (X)" guesses.
+    min_rationale_words: int = 0
     # Reward subtracted from degenerate samples in reward strategies.
     degenerate_penalty: float = 0.0
     # Training questions used per iteration (null = all of the train split after data.limit). The small
@@ -326,6 +329,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "trainer.single_batch_steps": (1, None),
     "trainer.val_every_n_steps": (0, None),
     "trainer.max_kept_per_question": (1, None),
+    "trainer.min_rationale_words": (0, None),
     "trainer.lora_alpha": (1, None),
     "trainer.log_every_n_steps": (1, None),
     "trainer.dpo_sft_warmup_epochs": (0, None),

@@ -171,10 +171,11 @@ def training_data(cfg: Config, samples: list[Sample]):
     t = cfg.trainer
     if t.strategy == "sft":
         return build.sft_examples(samples, max_per_question=t.max_kept_per_question, dedupe=t.dedupe,
-                                  filter_degenerate=t.filter_degenerate)
+                                  filter_degenerate=t.filter_degenerate, min_rationale_words=t.min_rationale_words)
     if t.strategy == "dpo":
         return build.preference_pairs(samples, pairing=t.dpo_pairing, per_question=t.dpo_pairs_per_question,
-                                      filter_degenerate=t.filter_degenerate)
+                                      filter_degenerate=t.filter_degenerate,
+                                      min_rationale_words=t.min_rationale_words)
     return build.reward_examples(samples, t.reward, filter_degenerate=t.filter_degenerate,
                                  degenerate_penalty=t.degenerate_penalty)
 
@@ -221,7 +222,7 @@ def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_ad
         val_units = units_for(policy, cfg, val_data)
         if t.strategy == "dpo":
             train.fill_reference_logps(model, policy.tok, val_units, t.train_batch_size, reference="base")
-        validate = lambda step: {"val_loss": train.objective_loss(model, policy.tok, val_units, t)}  # noqa: E731
+        validate = lambda step: {"val_loss": train.objective_loss(model, policy.tok, val_units, t)}
     records: list[dict] = []
     if units:
         if t.strategy == "dpo" and t.dpo_sft_warmup_epochs:
