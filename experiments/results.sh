@@ -11,10 +11,10 @@
 set -uo pipefail
 QWEN=${QWEN:?set QWEN to the Qwen2.5-Coder-0.5B-Instruct .gguf (bash experiments/get_qwen.sh prints it)}
 R=${RUNS:-runs/results}
-PAR=${PAR:-6}
+PAR=${PAR:-12}
 ONLY=${ONLY:-.}                   # run only the jobs whose name matches this regular expression
-TRAIN_LIMIT=${TRAIN_LIMIT:-600}   # English train questions per iteration (x 4 samples)
-AFR_LIMIT=${AFR_LIMIT:-100}       # African subset: questions per language (12 languages)
+TRAIN_LIMIT=${TRAIN_LIMIT:-400}   # English train questions per iteration (x 4 samples)
+AFR_LIMIT=${AFR_LIMIT:-60}       # African subset: questions per language (12 languages)
 mkdir -p "$R"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
@@ -56,3 +56,10 @@ run_one() {  # one job line -> $R/<name>, log in $R/<name>.log, a row in $R/jobs
 export -f run_one
 export R
 jobs | grep -E "^[^|]*($ONLY)[^|]*[|]" | xargs -d '\n' -P "$PAR" -I{} bash -c 'run_one "$@"' _ {}
+
+# Tables and plots quoted in docs/results.md (made from the run folders alone).
+python3 "$(dirname "$0")/results_tables.py" "$R" > "$R/tables.md" && echo "tables: $R/tables.md"
+for g in qwen smol; do
+  starloop report "$R/$g-sft" "$R/$g-dpo" "$R/$g-reinforce" "$R/$g-weighted_sft" --out "$R/report-english-$g"
+done
+starloop report "$R/qwen-afr-native" "$R/qwen-afr-translate" --out "$R/report-afr-qwen"
