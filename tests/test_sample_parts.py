@@ -42,24 +42,35 @@ def _sample(policy, folder, questions, batch_size, calls):
         evaluate.sample_questions = real
 
 
-def test_resume_reuses_parts_written_with_another_batch_size(policy, tmp_path):
+def test_resume_reuses_parts_written_with_another_batch_size(policy, tmp_path, monkeypatch):
     qs = _questions(40)
     calls: list[int] = []
-    first = _sample(policy, tmp_path / "a", qs, batch_size=8, calls=calls)
+    first = _sample(policy, tmp_path / "ref", qs, batch_size=8, calls=calls)
     assert calls == [32, 8]  # parts of PART_QUESTIONS questions (8 // 2 samples is below the floor)
     assert [(s.question_id, s.sample_index) for s in first] == [(q.id, j) for q in qs for j in range(2)]
+    assert not list((tmp_path / "ref").glob("part_*.csv"))  # merged into generations.csv, then removed
 
-    # A killed run: the second part and the final file never got written. Resume with a larger batch.
+    # A run killed after its first part: the part is saved, nothing else. Resume with a larger batch.
     folder = tmp_path / "a"
-    (folder / "part_00001.csv").unlink()
-    (folder / "generations.csv").unlink()
-    (folder / "DONE").unlink()
+    monkeypatch.setattr(loop, "write_samples", _fail_after_first_part(loop.write_samples))
+    with pytest.raises(KeyboardInterrupt):
+        _sample(policy, folder, qs, batch_size=8, calls=[])
+    monkeypatch.undo()
+    assert [p.name for p in folder.glob("*.csv")] == ["part_00000.csv"]
     calls.clear()
     again = _sample(policy, folder, qs, batch_size=128, calls=calls)
     assert calls == [8]  # only the 8 questions no saved part holds
     assert [(s.question_id, s.sample_index, s.rationale) for s in again] == \
         [(s.question_id, s.sample_index, s.rationale) for s in first]
     assert read_samples(folder / "generations.csv") == again
+
+
+def _fail_after_first_part(write):
+    def write_then_stop(path, samples):
+        write(path, samples)
+        raise KeyboardInterrupt  # as a kill right after the first part is on disk
+
+    return write_then_stop
 
 
 def test_duplicate_question_ids_are_refused(policy, tmp_path):

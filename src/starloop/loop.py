@@ -82,7 +82,8 @@ def sample_stage(policy: Policy, cfg: Config, questions: list[Question], folder:
                  batch_size: int, hints: dict[str, str] | None = None, desc: str) -> list[Sample]:
     """Sample in parts (`part_questions`), each saved atomically; on resume, every question found in a
     saved part is reused, whatever part size wrote it (samples are seeded per question and sample index,
-    so they do not depend on how questions were grouped).
+    so they do not depend on how questions were grouped). Once generations.csv and the DONE marker are
+    written, the parts are deleted.
 
     With several processes each samples every W-th question of a part; the part file holds all of them
     in question order (see `distributed.map_sharded`)."""
@@ -120,6 +121,10 @@ def sample_stage(policy: Policy, cfg: Config, questions: list[Question], folder:
     out = [s for q in questions for s in sorted(saved[q.id], key=lambda s: s.sample_index)]
     write_samples(folder / "generations.csv", out)
     io.mark_done(folder, {"n": len(out)})
+    distributed.barrier()  # no process still reads a part
+    if distributed.is_main():  # the parts are in generations.csv now: keep one copy on disk
+        for part in folder.glob("part_*.csv"):
+            part.unlink()
     return out
 
 
