@@ -9,7 +9,8 @@ SIGKILL (seeded choice) at that point, and the same command is run again until i
 - after SIGTERM the process exits with 143 and prints "interrupted: rerun the same command to resume"
   (or had already finished), with no traceback;
 - the rerun exits 0 and leaves no temporaries of atomic writes (`.<name>.XXXXXXXX.tmp`);
-- metrics.jsonl (minus wall_s), every generations.csv / part_*.csv / train_data.jsonl, and every adapter's
+- no sampling part file is left behind (a finished stage keeps its samples in generations.csv alone);
+- metrics.jsonl (minus wall_s), every generations.csv / train_data.jsonl, and every adapter's
   tensors equal the reference run's exactly.
 Prints one line per kill and ends with "N passed, M failed" (exit code 1 if any failed).
 
@@ -124,7 +125,8 @@ def compare(ref: Path, out: Path) -> list[str]:
         return ["metrics.jsonl missing"]
     if metrics_lines(out) != metrics_lines(ref):
         problems.append("metrics.jsonl differs")
-    for pattern in ("**/generations.csv", "**/part_*.csv", "**/train_data.jsonl"):
+    problems += [f"{f.relative_to(out)} left behind" for f in sorted(out.glob("**/part_*.csv"))]
+    for pattern in ("**/generations.csv", "**/train_data.jsonl"):
         for f in sorted(ref.glob(pattern)):
             rel = f.relative_to(ref)
             g = out / rel

@@ -95,10 +95,14 @@ def sample_stage(policy: Policy, cfg: Config, questions: list[Question], folder:
     if len(set(ids)) != len(ids):
         raise StarloopError(f"{folder}: duplicate question ids in the questions to sample")
     saved: dict[str, list[Sample]] = {}
+
+    def keep(samples: list[Sample]) -> None:
+        for s in samples:
+            saved.setdefault(s.question_id, []).append(s)
+
     parts = sorted(folder.glob("part_*.csv"))
     for part in parts:
-        for s in read_samples(part):
-            saved.setdefault(s.question_id, []).append(s)
+        keep(read_samples(part))
     todo = [q for q in questions if q.id not in saved]
     size = part_questions(batch_size, k, distributed.world()[1])
     n_parts = (len(todo) + size - 1) // size
@@ -116,8 +120,7 @@ def sample_stage(policy: Policy, cfg: Config, questions: list[Question], folder:
 
         samples = distributed.map_sharded(run, qs, per_item=k)
         write_samples(folder / f"part_{first + p:05d}.csv", samples)
-        for s in samples:
-            saved.setdefault(s.question_id, []).append(s)
+        keep(samples)
     out = [s for q in questions for s in sorted(saved[q.id], key=lambda s: s.sample_index)]
     write_samples(folder / "generations.csv", out)
     io.mark_done(folder, {"n": len(out)})
