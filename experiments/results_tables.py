@@ -91,6 +91,11 @@ def language_table(root: Path, model: str = "qwen") -> str:
 
 def main(argv: list[str]) -> None:
     root = Path(argv[0] if argv else "runs/results")
+    missing = [f"{root / n}" for n in ("smol-logit/metrics.json", "qwen-logit/metrics.json", "smol-sft", "qwen-sft",
+                                       "qwen-afr-native", "qwen-afr-translate") if not (root / n).exists()]
+    if missing:
+        print(f"results_tables.py: {missing[0]}: missing (run experiments/results.sh first)", file=sys.stderr)
+        sys.exit(2)
     print("## Reference: letter-logit vs generative\n\n" + logit_table(root) + "\n")
     for model in ("qwen", "smol"):
         print(f"## Strategies, {model}\n\n" + strategy_table(root, model) + "\n")
