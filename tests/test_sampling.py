@@ -90,3 +90,50 @@ def test_oom_halves_batch(tiny, monkeypatch):
     prompts = ["a b c", "d e", "f", "g h i j"]
     out = sampler.generate(prompts, [1, 2, 3, 4], max_new_tokens=4, temperature=1.0)
     assert len(out) == 4 and sampler.batch_size == 2 and calls[0] == 4
+
+
+def test_unit_interval_never_reaches_zero_or_one():
+    """Every hash value, the extremes included, gives 0 < u < 1 and finite Gumbel noise (24 bits in
+    float32 rounded the largest value to exactly 1.0: infinite noise that forced a junk token)."""
+    from starloop.sampling import unit_interval
+
+    top = torch.arange(1 << 23, dtype=torch.int64)
+    for low in (0, (1 << 9) - 1):  # each 23-bit cell at its smallest and largest 32-bit value
+        u = unit_interval((top << 9) | low)
+        g = -torch.log(-torch.log(u))
+        assert float(u.min()) > 0 and float(u.max()) < 1 and bool(torch.isfinite(g).all())
+    assert float(unit_interval(torch.tensor([0xFFFFFFFF]))) < 1.0
+
+
+def test_hashed_uniform_stays_inside_over_1e8_draws():
+    """3,000 seeds x 49,152 token ids (1.5e8 draws; the old 24-bit form reached u = 1.0 here)."""
+    vocab, hi, lo = 49_152, 0.0, 1.0
+    for start in range(0, 3_000, 250):
+        u = hashed_uniform(torch.arange(start, start + 250, dtype=torch.int64), 0, vocab)
+        hi, lo = max(hi, float(u.max())), min(lo, float(u.min()))
+        assert bool(torch.isfinite(-torch.log(-torch.log(u))).all())
+    assert 0.0 < lo and hi < 1.0
+
+
+def test_top_p_one_on_large_vocab_never_draws_junk_tokens():
+    """Chi-square at top_p = 1 on a 49,152-token vocabulary: four tokens hold all the mass, the others
+    ~1e-11 each. 6,000 draws must follow the four-token distribution and never pick the rest (before
+    the fix about 17 of them landed on junk tokens). The static sampler's in-graph draw agrees."""
+    from starloop.decode_kernels import _pick
+
+    vocab, rows, chunk = 49_152, 6_000, 500
+    probs = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    logits_row = torch.full((vocab,), -30.0)
+    logits_row[:4] = torch.log(probs)
+    counts = torch.zeros(5)
+    for start in range(0, rows, chunk):
+        seeds = torch.arange(start, start + chunk, dtype=torch.int64) * 7919 + 13
+        logits = logits_row.expand(chunk, vocab)
+        tok = gumbel_sample(logits, seeds, 3, 1.0, 1.0)
+        if start == 0:
+            assert torch.equal(tok, _pick(logits, seeds, torch.tensor(3), 1.0, 1.0)[0])
+        counts += torch.bincount(tok.clamp(max=4), minlength=5).float()
+    assert counts[4] == 0, f"{int(counts[4])} draws of tokens with probability ~1e-11"
+    expected = probs * rows
+    chi2 = float((((counts[:4] - expected) ** 2) / expected).sum())
+    assert chi2 < 16.27  # chi-square, 3 degrees of freedom, p = 0.001

@@ -48,8 +48,20 @@ def hashed_uniform(seeds: torch.Tensor, step: int, token_ids: torch.Tensor | int
         token_ids = torch.arange(token_ids, device=seeds.device, dtype=torch.int64)[None, :]
     s = _mix32((seeds.to(torch.int64) & _M32) ^ ((step * 0x9E3779B1) & _M32))
     x = _mix32((s[:, None] ^ ((token_ids.to(torch.int64) * 0x27D4EB2F) & _M32)) & _M32)
-    # 24 bits are plenty for Gumbel noise; +0.5 keeps u strictly inside (0, 1).
-    return ((x >> 8).to(torch.float32) + 0.5) / float(1 << 24)
+    return unit_interval(x)
+
+
+UNIFORM_BITS = 23  # float32 holds (2^23 - 1) + 0.5 exactly; with 24 bits it rounds to 2^24, and u to 1.0
+
+
+def unit_interval(x: torch.Tensor) -> torch.Tensor:
+    """Uniform(0, 1) float32 from 32-bit hash values: the top UNIFORM_BITS bits, centred in their cell.
+
+    u = (floor(x / 2^(32-b)) + 0.5) / 2^b lies in [2^-(b+1), 1 - 2^-(b+1)], both ends exact in float32,
+    so the Gumbel noise -log(-log u) is finite for every x. (With b = 24 the largest value rounded to
+    exactly 1.0: infinite noise, and that token won whatever its probability.)"""
+    b = UNIFORM_BITS
+    return ((x >> (32 - b)).to(torch.float32) + 0.5) / float(1 << b)
 
 
 def filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
