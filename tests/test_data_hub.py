@@ -196,3 +196,17 @@ def test_hub_download_path_uses_hub_split_names(monkeypatch):
     qs = load_questions(DataConfig(name="cais-mmlu"), "validation")
     assert calls == [("cais/mmlu", "all", "validation")]
     assert len(qs) == 5 and qs[0].id.startswith("cais-mmlu/val/")
+
+
+@pytest.mark.parametrize("name,language", [("mmmlu", "yo"), ("global-mmlu", "yo"), ("afrimmlu", "yor"),
+                                           ("cais-mmlu", "en")])
+def test_hub_train_never_shares_a_question_with_val(name, language):
+    from starloop.data.splits import fingerprint
+
+    train = {fingerprint(q) for q in _load(name, "train", language)}
+    for split in ("val", "heldout"):
+        try:
+            other = _load(name, split, language)
+        except ConfigError:  # a source whose val is native and has no test rows to hold out
+            continue
+        assert not any(fingerprint(q) in train for q in other), split

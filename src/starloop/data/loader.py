@@ -182,9 +182,12 @@ def _logical(source: _CsvSource | _HubSource, lang: str, split: str, cfg: Any) -
             f"{source.name} has no 'test' split to carve {split!r} from; "
             f"it has {', '.join(sorted(native)) or 'none'}",
         )
-    ref = source.reference or lang
-    ref_val = source.load(ref, "val") if "val" in source.native_splits(ref) else None
-    held = heldout_ids(source.load(ref, "test"), ref_val, float(cfg.heldout_fraction), int(cfg.seed))
+    # An aligned set (the bundled African subset) is cut on every language at once: rows that are the
+    # same question in any language stay together, whichever language was asked for.
+    langs = list(source.suffix) if source.reference else [lang]
+    tests = [q for code in langs for q in source.load(code, "test")]
+    vals = [q for code in langs if "val" in source.native_splits(code) for q in source.load(code, "val")]
+    held = heldout_ids(tests, vals or None, float(cfg.heldout_fraction), int(cfg.seed))
     if split == "train":
         return [q for q in source.load(lang, "test") if aligned_id(q) not in held]
     if not held:

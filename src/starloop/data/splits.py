@@ -7,10 +7,10 @@
 So `train` and `val` never share a row.
 
 The held-out choice depends only on `data.seed` and the language-free aligned id (never on `limit`,
-`subjects` or the language), so translations of one question land on the same side. Two refinements keep
-the held-out set clean: exact duplicate rows (same question and choices) of a subject go to the same side,
-and `test` rows that repeat a native `val` row are held out, so no val question is ever trained on (MMLU has
-13 such rows).
+`subjects` or the requested language), so translations of one question land on the same side. Rows that are
+the same question (`fingerprint`: text and choice set, across subjects, and in any language of an aligned
+set) go to the same side, and `test` rows that repeat a native `val` row are held out, so no val question is
+ever trained on (MMLU files 12 of its val questions again in test, some under another subject).
 
 `limit` takes a prefix of a seeded order keyed on the aligned id: `limit=50` draws across subjects, a
 smaller limit is a prefix of a larger one, and every language gets the same questions.
@@ -19,6 +19,7 @@ smaller limit is a prefix of a larger one, and every language gets the same ques
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Iterable
 
 from starloop.data.rows import aligned_id, clean_subject
@@ -33,36 +34,80 @@ def _hash(seed: int, purpose: str, key: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}\0{purpose}\0{key}".encode()).digest()[:8], "big")
 
 
-def _fingerprint(q: Question) -> tuple[str, tuple[str, ...]]:
-    return (q.question, q.choices)
+def fingerprint(q: Question) -> tuple[str, tuple[str, ...]]:
+    """What makes two rows the same question: the question text and the set of choices, each compared
+    after NFKC, case folding and whitespace folding. The subject is not part of it (MMLU files some
+    questions under two subjects), nor is the order of the choices."""
+    return _norm(q.question), tuple(sorted(_norm(c) for c in q.choices))
+
+
+def _norm(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", str(text)).casefold().split())
+
+
+class _Groups:
+    """Union-find over aligned ids: rows that are the same question in any language end up together."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, a: str) -> str:
+        self.parent.setdefault(a, a)
+        while self.parent[a] != a:
+            self.parent[a] = self.parent[self.parent[a]]
+            a = self.parent[a]
+        return a
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
 
 
 def heldout_ids(test: list[Question], val: list[Question] | None, fraction: float, seed: int) -> set[str]:
     """Aligned ids of the held-out part of `test`: round(fraction * n) rows per subject (at least 1 when
-    fraction > 0 and the subject has 2+ rows), duplicates kept together, val repeats always held out."""
+    fraction > 0 and the subject has 2+ rows).
+
+    `test` and `val` may hold several languages of an aligned set: rows that are the same question
+    (`fingerprint`) in any language, in any subject, form one group that lands on one side of the cut, and
+    a group that contains a `val` row is always held out, so that `train` never shares a question with
+    `val` or `heldout`."""
     if not 0.0 <= fraction < 1.0:
         raise ConfigError("data.heldout_fraction", f"must be in [0, 1), got {fraction}")
-    val_prints = {(q.subject, _fingerprint(q)) for q in val or []}
-    by_subject: dict[str, dict[tuple[str, tuple[str, ...]], list[str]]] = {}
+    groups = _Groups()
+    first: dict[tuple[str, tuple[str, tuple[str, ...]]], str] = {}
+    for q in [*(val or []), *test]:
+        key = (q.language, fingerprint(q))
+        groups.union(first.setdefault(key, aligned_id(q)), aligned_id(q))
+    val_roots = {groups.find(aligned_id(q)) for q in val or []}
+    members: dict[str, set[str]] = {}
+    subject_of: dict[str, str] = {}
     for q in test:
-        by_subject.setdefault(q.subject, {}).setdefault(_fingerprint(q), []).append(aligned_id(q))
+        members.setdefault(groups.find(aligned_id(q)), set()).add(aligned_id(q))
+        subject_of[aligned_id(q)] = q.subject
     held: set[str] = set()
-    for subject, groups in by_subject.items():
-        n = sum(len(g) for g in groups.values())
+    for root, ids in members.items():
+        if root in val_roots:
+            held.update(ids)
+    by_subject: dict[str, set[str]] = {}
+    for root, ids in members.items():
+        for a in ids:
+            by_subject.setdefault(subject_of[a], set()).add(root)
+    for subject in sorted(by_subject):
+        rows = [a for a, s in subject_of.items() if s == subject]
+        n = len(rows)
         target = round(fraction * n)
         if fraction > 0 and n >= 2:
             target = max(target, 1)
-        forced = [g for fp, g in groups.items() if (subject, fp) in val_prints]
-        rest = [g for fp, g in groups.items() if (subject, fp) not in val_prints]
-        count = 0
-        for g in forced:
-            held.update(g)
-            count += len(g)
-        for g in sorted(rest, key=lambda g: (_hash(seed, "heldout", g[0]), g[0])):
+        count = sum(a in held for a in rows)
+        for root in sorted(by_subject[subject], key=lambda r: (_hash(seed, "heldout", r), r)):
             if count >= target:
                 break
-            held.update(g)
-            count += len(g)
+            ids = members[root]
+            if ids <= held:
+                continue
+            held.update(ids)
+            count += sum(subject_of[a] == subject for a in ids)
     return held
 
 
