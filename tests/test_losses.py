@@ -9,13 +9,13 @@ import torch
 
 from starloop.losses import (
     BASELINES,
-    LOSSES,
     advantages,
     dpo_loss,
-    reinforce_loss,
+    policy_gradient_loss,
     rpo_loss,
     sft_loss,
     target_weights,
+    weighted_nll,
     weighted_sft_loss,
 )
 
@@ -95,17 +95,34 @@ def test_rpo_adds_token_mean_nll_of_chosen():
     assert m["nll"].item() == pytest.approx(3.0)
 
 
-def test_reinforce_loss_by_hand():
+def test_policy_gradient_loss_by_hand():
     logp = t(-1.0, -2.0, -3.0).requires_grad_()
     adv = t(1.0, 0.0, -1.0).requires_grad_()
-    # -(1*-1 + 0*-2 + -1*-3) / 3 = -(2) / 3
-    loss = reinforce_loss(logp, adv)
-    assert loss.item() == pytest.approx(-2 / 3)
+    n = torch.tensor([1, 2, 3])
+    # token_budget, S = 4 sequences a step, T = 10: -(1*-1 + 0*-2 + -1*-3) / 40 = -2/40
+    loss = policy_gradient_loss(logp, n, adv, normalization="token_budget", step_sequences=4, token_budget=10)
+    assert loss.item() == pytest.approx(-2 / 40)
     loss.backward()
-    assert logp.grad.tolist() == pytest.approx([-1 / 3, 0.0, 1 / 3])
+    assert logp.grad.tolist() == pytest.approx([-1 / 40, 0.0, 1 / 40])
     assert adv.grad is None  # advantages are constants
-    # token-mean: -(2) / (1 + 2 + 3)
-    assert reinforce_loss(logp, adv, torch.tensor([1, 2, 3])).item() == pytest.approx(-1 / 3)
+    # sequence_mean: -(1*-1/1 + 0 + -1*-3/3) / 4 = 0
+    got = policy_gradient_loss(logp, n, adv, normalization="sequence_mean", step_sequences=4, token_budget=10)
+    assert got.item() == pytest.approx(0.0)
+    got = policy_gradient_loss(logp, n, t(2.0, 1.0, 0.0), normalization="sequence_mean", step_sequences=4,
+                               token_budget=10)
+    assert got.item() == pytest.approx(-(2 * -1 + 1 * -1) / 4)
+    with pytest.raises(ValueError, match="normalization"):
+        policy_gradient_loss(logp, n, adv, normalization="token", step_sequences=4, token_budget=10)
+
+
+def test_weighted_nll_is_a_share_of_the_step():
+    logp = t(-2.0, -4.0, -6.0)
+    w = t(0.5, 0.25, 1.0)
+    # the step's denominator sum w |z| with |z| = [2, 4, 3]: 1 + 1 + 3 = 5
+    whole = weighted_nll(logp, w, 5.0)
+    assert whole.item() == pytest.approx((1 + 1 + 6) / 5)
+    parts = weighted_nll(logp[:1], w[:1], 5.0) + weighted_nll(logp[1:], w[1:], 5.0)
+    assert parts.item() == pytest.approx(whole.item())
 
 
 def test_advantages_by_hand():
@@ -168,8 +185,3 @@ def test_weighted_sft_reduces_to_sft_for_equal_rewards():
     n = torch.tensor([[2, 3], [1, 5]])
     got = weighted_sft_loss(logp, n, torch.zeros(2, 2), None, 0.7)
     assert got.item() == pytest.approx(sft_loss(logp.flatten(), n.flatten()).item())  # 14 / 11
-
-
-def test_losses_table():
-    assert set(LOSSES) == {"sft", "dpo", "rpo", "reinforce", "weighted_sft"}
-    assert LOSSES["sft"] is sft_loss and LOSSES["dpo"] is dpo_loss

@@ -194,8 +194,8 @@ def test_nan_steps_stop_the_run_and_keep_the_last_good_adapter(tiny_policy, tmp_
     before = {p.name: p.read_bytes() for p in adapter.iterdir()}
     policy.use(adapter)
 
-    def nan_loss(model, tok, units, c):
-        loss, metrics = real(model, tok, units, c)
+    def nan_loss(model, tok, units, c, totals):
+        loss, metrics = real(model, tok, units, c, totals)
         return loss * float("nan"), metrics
 
     real = train.OBJECTIVES["sft"]
@@ -216,9 +216,9 @@ def test_one_nan_step_is_skipped_and_training_goes_on(tiny_policy, monkeypatch, 
     units = train.sft_units(policy.tok, _examples(), cfg.trainer)
     real, calls = train.OBJECTIVES["sft"], []
 
-    def first_nan(model, tok, u, c):
+    def first_nan(model, tok, u, c, totals):
         calls.append(1)
-        loss, metrics = real(model, tok, u, c)
+        loss, metrics = real(model, tok, u, c, totals)
         return (loss * float("nan") if len(calls) == 1 else loss), metrics
 
     monkeypatch.setitem(train.OBJECTIVES, "sft", first_nan)

@@ -63,7 +63,7 @@ def test_dpo_reference_is_adapter_disabled_and_loss_starts_at_log2(fresh_tiny):
     units = train.dpo_units(tok, pairs, cfg)
     train.fill_reference_logps(peft_model, tok, units, batch_size=2)
     # A fresh LoRA (B = 0) equals the reference: margins are 0 and the loss is log 2.
-    loss, metrics = train.dpo_batch_loss(peft_model, tok, units[:2], cfg)
+    loss, metrics = train.dpo_batch_loss(peft_model, tok, units[:2], cfg, train.StepTotals.of(units[:2], 2))
     assert abs(loss.item() - 0.6931) < 1e-3 and abs(float(metrics["rewards/margins"])) < 1e-5
     records = train.train(peft_model, tok, units, cfg, seed=0, progress=False)
     assert records[-1]["rewards/margins"] > 0
@@ -75,7 +75,7 @@ def test_nonfinite_loss_skips_then_stops(fresh_tiny, monkeypatch):
     model, tok = fresh_tiny
     cfg = TrainerConfig(train_batch_size=1, lora_r=4)
     peft_model = attach_lora(model, cfg, seed=0)
-    monkeypatch.setitem(train.OBJECTIVES, "sft", lambda m, t, u, c: (torch.tensor(float("nan"), requires_grad=True), {}))
+    monkeypatch.setitem(train.OBJECTIVES, "sft", lambda m, t, u, c, n: (torch.tensor(float("nan"), requires_grad=True), {}))
     with pytest.raises(StarloopError, match="non-finite"):
         train.train(peft_model, tok, train.sft_units(tok, EXAMPLES, cfg), cfg, seed=0, progress=False)
 

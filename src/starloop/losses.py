@@ -1,16 +1,16 @@
-"""Training losses and advantages: pure functions of per-sequence log-probs, picked from `LOSSES`.
+"""Training losses and advantages: pure functions of per-sequence log-probs.
 
 Inputs are per-sequence sums of token log-probs, `logp_sum` [B] (from `starloop.logprobs`), and token
-counts `n_tokens` [B]. Normalisation conventions, chosen to match TRL where TRL has the same loss:
+counts `n_tokens` [B]. Every loss is a mean over one *optimizer step*, whatever the micro-batching: the
+trainer passes the step's totals as denominators, so that a micro-batch's loss is its share of the step's
+and the gradient is the same for any `grad_accum`, micro-batch size and order.
 
-  * sft, the NLL term of rpo, reinforce (with n_tokens), weighted_sft (with n_tokens):
-    divide by the batch's token count, not per sequence (TRL's SFT and its DPO "sft" term do the same).
-  * dpo "sigmoid": sequence-summed log-ratios (TRL).
-  * dpo "ipo": log-ratios averaged per token of each completion before the squared loss (TRL; the IPO
-    authors confirmed the normalised form). Needs `chosen_tokens` and `rejected_tokens`.
-
-Micro-batching: `weighted_sft_loss` and `advantages` normalise within a question's group, so either keep
-each group in one micro-batch or compute the weights/advantages on the whole set first.
+  * sft / weighted_sft (`weighted_nll`): the (weighted) token mean over the step,
+        L = - sum_i w_i log pi(z_i | x_i) / sum_i w_i |z_i|      (w = 1: TRL's SFT; equal w: SFT)
+  * reinforce (`policy_gradient_loss`): a constant denominator per sample, so that a question's baseline
+    cancels exactly wherever its samples land (see PG_NORMALIZATIONS for the two choices and their bias).
+  * dpo "sigmoid": sequence-summed log-ratios (TRL); "ipo": per-token-averaged log-ratios (TRL). Mean
+    over the step's pairs. rpo's NLL term: token mean over the step's chosen tokens.
 """
 
 from __future__ import annotations
@@ -24,6 +24,16 @@ from torch import Tensor
 from starloop.rewards import GroupIds, as_reward, group_index, group_sum_count
 
 
+def weighted_nll(logp_sum: Tensor, weights: Tensor | float, denominator: Tensor | float) -> Tensor:
+    """L = - sum_i w_i log pi(z_i | x_i) / D, with D a constant of the optimizer step (detached).
+
+    logp_sum: [B]; weights: [B] or a scalar (detached); denominator: the step's sum_i w_i |z_i| for a
+    (weighted) token mean. Summing this over a step's micro-batches gives the step's loss."""
+    w = weights.detach().to(logp_sum.dtype) if isinstance(weights, Tensor) else weights
+    d = denominator.detach().to(logp_sum.dtype) if isinstance(denominator, Tensor) else denominator
+    return -(w * logp_sum).sum() / max(float(d), torch.finfo(logp_sum.dtype).tiny)
+
+
 def sft_loss(logp_sum: Tensor, n_tokens: Tensor) -> Tensor:
     """Token-mean negative log-likelihood over the batch:
 
@@ -31,7 +41,7 @@ def sft_loss(logp_sum: Tensor, n_tokens: Tensor) -> Tensor:
 
     logp_sum, n_tokens: [B]. Long sequences weigh more than short ones (per-token, not per-sequence,
     normalisation, as TRL's SFTTrainer)."""
-    return -logp_sum.sum() / n_tokens.sum().clamp(min=1)
+    return weighted_nll(logp_sum, 1.0, n_tokens.sum().clamp(min=1))
 
 
 def _sigmoid_pair_loss(h: Tensor, beta: float, label_smoothing: float) -> Tensor:
@@ -138,18 +148,32 @@ def rpo_loss(
     return loss + nll_weight * nll, metrics
 
 
-def reinforce_loss(logp_sum: Tensor, advantages: Tensor, n_tokens: Tensor | None = None) -> Tensor:
-    """REINFORCE with a baseline (the baseline is inside the advantages, which are detached):
+# How a policy-gradient step is normalised. Both divide each sample by a constant, so the gradient does not
+# depend on micro-batching or on which other samples share the step, and a question's baseline cancels:
+#   token_budget:  L = - sum_i A_i log pi(z_i | x_i) / (S * T)       S sequences a step, T the token budget
+#       the sequence-level policy gradient scaled by a constant: no length bias ("Dr. GRPO").
+#   sequence_mean: L = - (1/S) sum_i A_i log pi(z_i | x_i) / |z_i|
+#       each sequence's token mean (GRPO's original form): biased by length -- a short sequence's tokens
+#       move more than a long one's, so long wrong answers are penalised less per token.
+# (Dividing by the micro-batch's token count instead, as an earlier version did, gives each sample the
+# weight A_i / tokens-of-its-micro-batch: the baseline no longer cancels and the gradient changes with
+# grad_accum, micro-batch size and length sorting.)
+PG_NORMALIZATIONS = ("token_budget", "sequence_mean")
 
-        n_tokens None:  L = - (1/B) sum_i A_i log pi(z_i | x_i)
-        n_tokens given: L = - sum_i A_i log pi(z_i | x_i) / sum_i |z_i|     (token-mean, like sft_loss)
 
-    Both have the gradient direction of the sequence-level policy gradient; the second only rescales
-    it by the batch's mean length so that its size matches `sft_loss`. logp_sum, advantages: [B]."""
-    weighted = advantages.detach().to(logp_sum.dtype) * logp_sum
-    if n_tokens is None:
-        return -weighted.mean()
-    return -weighted.sum() / n_tokens.sum().clamp(min=1)
+def policy_gradient_loss(logp_sum: Tensor, n_tokens: Tensor, advantages: Tensor, *, normalization: str,
+                         step_sequences: int, token_budget: int) -> Tensor:
+    """REINFORCE with the baseline inside the (detached) advantages, normalised as PG_NORMALIZATIONS says.
+
+    logp_sum, n_tokens, advantages: [B] (a micro-batch); step_sequences: S, the nominal sequences per
+    optimizer step (train_batch_size * grad_accum); token_budget: T (trainer.max_new_tokens + 1).
+    Summed over micro-batches, this is the step's loss."""
+    if normalization not in PG_NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {PG_NORMALIZATIONS}, got {normalization!r}")
+    a = advantages.detach().to(logp_sum.dtype)
+    if normalization == "token_budget":
+        return -(a * logp_sum).sum() / (step_sequences * token_budget)
+    return -(a * logp_sum / n_tokens.to(logp_sum.dtype).clamp(min=1)).sum() / step_sequences
 
 
 def _rloo_baseline(values: Tensor, sums: Tensor, counts: Tensor) -> Tensor:
@@ -238,18 +262,7 @@ def weighted_sft_loss(
     if logp_sum.numel() == 0:
         return logp_sum.sum()
     weights = target_weights(rewards, group_ids, lam).to(logp_sum.dtype)
-    weighted = (weights * logp_sum).sum()
     if n_tokens is None:
         n_groups = rewards.shape[0] if group_ids is None else int(group_index(group_ids).max()) + 1
-        return -weighted / max(n_groups, 1)
-    return -weighted / (weights * n_tokens.to(weights.dtype)).sum().clamp(min=torch.finfo(weights.dtype).tiny)
-
-
-# strategy -> loss function (signatures differ; see each docstring). `rpo` is `dpo` with an NLL term.
-LOSSES: dict[str, Callable[..., Tensor | tuple[Tensor, dict[str, Tensor]]]] = {
-    "sft": sft_loss,
-    "dpo": dpo_loss,
-    "rpo": rpo_loss,
-    "reinforce": reinforce_loss,
-    "weighted_sft": weighted_sft_loss,
-}
+        return weighted_nll(logp_sum, weights, max(n_groups, 1))
+    return weighted_nll(logp_sum, weights, (weights * n_tokens.to(weights.dtype)).sum())

@@ -1,21 +1,23 @@
-"""One readable training loop: units -> batches -> log-probs -> loss -> optimizer step.
+"""One readable training loop: units -> optimizer steps -> log-probs -> loss -> step.
 
 A strategy (`OBJECTIVES`) turns the iteration's training data into tokenized units and a loss over a
-batch of units:
-- sft: correct rationales, token-mean NLL on the completion.
+micro-batch of units; every loss is a mean over the whole optimizer step (`StepTotals`), so the gradient
+does not depend on grad_accum, micro-batch size or order:
+- sft: correct rationales, token-mean NLL on the completions of the step.
 - dpo: (chosen, rejected) pairs; reference log-probs computed once before the first step with the
-  LoRA adapter disabled (or the previous iteration's adapter), never from a second model copy.
+  LoRA adapter disabled (or the previous iteration's adapter), never from a second model copy; dropout
+  off in the policy as in the reference (trainer.dpo_disable_dropout).
 - reinforce: every sample with its advantage (reward minus the RLOO / mean baseline of its question),
-  computed over the whole iteration first so that a micro-batch never splits a baseline.
+  computed over the whole iteration first, with a constant normaliser per sample
+  (trainer.pg_normalization) so that each question's baseline cancels.
 - weighted_sft: every sample weighted by softmax(r / lambda) over its question's samples, the
-  max-entropy target pi* ∝ pi_ref exp(r / lambda) (weights also computed over the whole iteration).
+  max-entropy target pi* ∝ pi_ref exp(r / lambda); the weighted token mean of `losses.weighted_sft_loss`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -53,21 +55,33 @@ def oom_advice():
 
 @dataclass
 class Unit:
-    """One item of a batch: token ids of a prompt and one or two completions, plus precomputed scalars."""
+    """One item of a batch: token ids of a prompt and one or two completions, plus precomputed scalars.
+
+    A completion ends with the end-of-sequence token only if the sampled rationale ended there (a rationale
+    cut by max_new_tokens must not teach the model to stop at an arbitrary point)."""
 
     ctx: list[int]
     cont: list[int]
     rejected: list[int] | None = None
     scalars: dict[str, float] = field(default_factory=dict)
 
+    def length(self) -> int:
+        """Longest sequence this unit puts through the model (prompt + the longer completion)."""
+        return len(self.ctx) + max(len(self.cont), len(self.rejected or []))
 
-def tokenize_pair(tok, prompt: str, completion: str, max_len: int) -> tuple[list[int], list[int]]:
-    """Prompt and completion ids (completion ends with EOS); long prompts lose their left part first."""
+
+def tokenize_pair(tok, prompt: str, completion: str, eos: bool = True) -> tuple[list[int], list[int]]:
+    """Prompt and completion ids, never cut (too long a unit is dropped by `drop_too_long` instead)."""
     ctx = tok(prompt, add_special_tokens=False)["input_ids"]
-    cont = tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    cont = cont[: max_len // 2] if len(cont) > max_len // 2 and len(ctx) + len(cont) > max_len else cont
-    ctx = ctx[-(max_len - len(cont)) :] if len(ctx) + len(cont) > max_len else ctx
+    cont = tok(completion, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if eos else [])
     return ctx, cont
+
+
+def drop_too_long(units: list[Unit], max_len: int) -> tuple[list[Unit], int]:
+    """(units whose prompt + completion fit in max_len tokens, how many did not). A prompt is never cut:
+    cutting its left part would train the rationale on a question the model was never shown."""
+    kept = [u for u in units if u.length() <= max_len]
+    return kept, len(units) - len(kept)
 
 
 @contextlib.contextmanager
@@ -101,25 +115,42 @@ def _logps(model, tok, ctxs, conts) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # --- objectives ----------------------------------------------------------------------------------
+# Each batch loss returns its micro-batch's *share* of the optimizer step's loss (denominators from
+# `StepTotals`, the whole step's counts), so that summing the shares gives the step's loss for any
+# grad_accum, micro-batch size or order; and its metrics as micro-batch means.
+
+
+@dataclass
+class StepTotals:
+    """Counts of a whole optimizer step, the denominators of every micro-batch's loss."""
+
+    sequences: int  # units (pairs for dpo) in the step
+    tokens: int  # completion tokens (chosen completions for dpo)
+    weighted_tokens: float  # sum of coef * completion tokens (weighted_sft)
+    nominal_sequences: int  # train_batch_size * grad_accum: the policy gradient's constant
+
+    @classmethod
+    def of(cls, units: Sequence[Unit], nominal_sequences: int) -> StepTotals:
+        return cls(len(units), sum(len(u.cont) for u in units),
+                   sum(u.scalars.get("coef", 1.0) * len(u.cont) for u in units), nominal_sequences)
 
 
 def sft_units(tok, examples: Sequence[Example], cfg: TrainerConfig) -> list[Unit]:
-    return [Unit(*tokenize_pair(tok, e.prompt, e.completion, cfg.max_seq_len)) for e in examples]
+    return [Unit(*tokenize_pair(tok, e.prompt, e.completion, e.eos)) for e in examples]
 
 
-def sft_batch_loss(model, tok, units: Sequence[Unit], cfg: TrainerConfig):
+def sft_batch_loss(model, tok, units: Sequence[Unit], cfg: TrainerConfig, totals: StepTotals):
     logp, n = _logps(model, tok, [u.ctx for u in units], [u.cont for u in units])
-    loss = losses.sft_loss(logp, n)
-    return loss, {"nll": loss.detach()}
+    loss = losses.weighted_nll(logp, 1.0, totals.tokens)
+    return loss, {"nll": (-logp.sum() / n.sum().clamp(min=1)).detach()}
 
 
 def dpo_units(tok, pairs: Sequence[PreferencePair], cfg: TrainerConfig) -> list[Unit]:
     out = []
     for p in pairs:
-        ctx, chosen = tokenize_pair(tok, p.prompt, p.chosen, cfg.max_seq_len)
-        ctx_r, rejected = tokenize_pair(tok, p.prompt, p.rejected, cfg.max_seq_len)
-        # Both completions share one context; keep the shorter (left-truncated) one so both fit.
-        out.append(Unit(ctx if len(ctx) <= len(ctx_r) else ctx_r, chosen, rejected))
+        ctx, chosen = tokenize_pair(tok, p.prompt, p.chosen, p.chosen_eos)
+        _, rejected = tokenize_pair(tok, p.prompt, p.rejected, p.rejected_eos)
+        out.append(Unit(ctx, chosen, rejected))
     return out
 
 
@@ -147,15 +178,38 @@ def fill_reference_logps(model, tok, units: Sequence[Unit], batch_size: int, ref
     model.train(was_training)
 
 
-def dpo_batch_loss(model, tok, units: Sequence[Unit], cfg: TrainerConfig):
+def dpo_batch_loss(model, tok, units: Sequence[Unit], cfg: TrainerConfig, totals: StepTotals):
+    """DPO (+ rpo's NLL on the chosen side): mean over the step's pairs, NLL over its chosen tokens."""
     b = len(units)
-    logp, n = _logps(model, tok, [u.ctx for u in units] * 2,
-                     [u.cont for u in units] + [u.rejected for u in units])  # type: ignore[misc]
+    with dropout_disabled(model, cfg.dpo_disable_dropout):
+        logp, n = _logps(model, tok, [u.ctx for u in units] * 2,
+                         [u.cont for u in units] + [u.rejected for u in units])  # type: ignore[misc]
     dev = logp.device
     ref_c = torch.tensor([u.scalars["ref_chosen"] for u in units], device=dev)
     ref_r = torch.tensor([u.scalars["ref_rejected"] for u in units], device=dev)
-    return losses.rpo_loss(logp[:b], logp[b:], ref_c, ref_r, cfg.dpo_beta, cfg.dpo_nll_weight,
-                           chosen_tokens=n[:b], loss_type=cfg.dpo_loss, rejected_tokens=n[b:])
+    pair_mean, metrics = losses.dpo_loss(logp[:b], logp[b:], ref_c, ref_r, cfg.dpo_beta, cfg.dpo_loss,
+                                         chosen_tokens=n[:b], rejected_tokens=n[b:])
+    loss = pair_mean * (b / totals.sequences)
+    if cfg.dpo_nll_weight:
+        loss = loss + cfg.dpo_nll_weight * losses.weighted_nll(logp[:b], 1.0, totals.tokens)
+        metrics["nll"] = (-logp[:b].sum() / n[:b].sum().clamp(min=1)).detach()
+    return loss, metrics
+
+
+@contextlib.contextmanager
+def dropout_disabled(model, disable: bool = True):
+    """Every dropout module of `model` at p = 0 inside (TRL's DPO default, `disable_dropout=True`): the
+    reference log-probs are computed without dropout, so the policy's must be too, or the implicit reward
+    log pi/pi_ref carries dropout noise even where pi = pi_ref."""
+    mods = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)] if disable else []
+    saved = [m.p for m in mods]
+    for m in mods:
+        m.p = 0.0
+    try:
+        yield
+    finally:
+        for m, p in zip(mods, saved):
+            m.p = p
 
 
 def reward_units(tok, examples: Sequence[Example], cfg: TrainerConfig) -> list[Unit]:
@@ -172,44 +226,57 @@ def reward_units(tok, examples: Sequence[Example], cfg: TrainerConfig) -> list[U
         coef = losses.advantages(rewards, groups, cfg.baseline, cfg.clip_negative_advantages)
     else:
         coef = losses.target_weights(rewards, groups, cfg.weighted_sft_lambda)
-    units = []
-    for e, c in zip(examples, coef.tolist()):
-        ctx, cont = tokenize_pair(tok, e.prompt, e.completion, cfg.max_seq_len)
-        units.append(Unit(ctx, cont, scalars={"coef": c, "reward": e.reward}))
-    return units
+    return [Unit(*tokenize_pair(tok, e.prompt, e.completion, e.eos), scalars={"coef": c, "reward": e.reward})
+            for e, c in zip(examples, coef.tolist())]
 
 
-def reward_batch_loss(model, tok, units: Sequence[Unit], cfg: TrainerConfig):
-    """- sum_i c_i log pi(z_i|x_i) / sum_i |z_i| with c = advantage (reinforce) or target weight."""
+def weighted_sft_batch_loss(model, tok, units: Sequence[Unit], cfg: TrainerConfig, totals: StepTotals):
+    """- sum_i w_i log pi(z_i|x_i) / sum_i w_i |z_i| over the step (`losses.weighted_sft_loss`)."""
     logp, n = _logps(model, tok, [u.ctx for u in units], [u.cont for u in units])
-    coef = torch.tensor([u.scalars["coef"] for u in units], device=logp.device)
-    loss = losses.reinforce_loss(logp, coef, n)
-    return loss, {"mean_coef": coef.mean(), "logp": (logp / n.clamp(min=1)).detach().mean()}
+    w = torch.tensor([u.scalars["coef"] for u in units], device=logp.device)
+    loss = losses.weighted_nll(logp, w, totals.weighted_tokens)
+    return loss, {"mean_coef": w.mean(), "logp": (logp / n.clamp(min=1)).detach().mean()}
+
+
+def reinforce_batch_loss(model, tok, units: Sequence[Unit], cfg: TrainerConfig, totals: StepTotals):
+    """`losses.policy_gradient_loss` with trainer.pg_normalization (a constant per sample)."""
+    logp, n = _logps(model, tok, [u.ctx for u in units], [u.cont for u in units])
+    a = torch.tensor([u.scalars["coef"] for u in units], device=logp.device)
+    loss = losses.policy_gradient_loss(logp, n, a, normalization=cfg.pg_normalization,
+                                       step_sequences=totals.nominal_sequences,
+                                       token_budget=cfg.max_new_tokens + 1)
+    return loss, {"mean_coef": a.mean(), "logp": (logp / n.clamp(min=1)).detach().mean()}
 
 
 BatchLoss = Callable[..., tuple[torch.Tensor, dict]]
 OBJECTIVES: dict[str, BatchLoss] = {
     "sft": sft_batch_loss,
     "dpo": dpo_batch_loss,
-    "reinforce": reward_batch_loss,
-    "weighted_sft": reward_batch_loss,
+    "reinforce": reinforce_batch_loss,
+    "weighted_sft": weighted_sft_batch_loss,
 }
 
 
 # --- the loop ------------------------------------------------------------------------------------
 
 
-def batches(units: Sequence[Unit], batch_size: int, seed: int) -> list[list[Unit]]:
-    """Seeded shuffle, then length-bucketed: sort within windows of 16 batches to cut padding."""
+def optimizer_steps(units: Sequence[Unit], batch_size: int, accum: int, seed: int) -> list[list[list[Unit]]]:
+    """Optimizer steps of batch_size * accum units, each split into `accum` micro-batches.
+
+    Seeded shuffle, then length-sorted within windows of 16 steps to cut padding, then the steps shuffled.
+    Which units share a step depends only on batch_size * accum and the seed, so (batch 4, accum 1) and
+    (batch 1, accum 4) take the same steps and, with step-level denominators, the same gradients."""
+    size = batch_size * accum
     order = list(range(len(units)))
     random.Random(seed).shuffle(order)
-    window = batch_size * 16
-    out = []
+    window = size * 16
+    steps = []
     for w in range(0, len(order), window):
-        chunk = sorted(order[w : w + window], key=lambda i: len(units[i].ctx) + len(units[i].cont))
-        out += [[units[i] for i in chunk[s : s + batch_size]] for s in range(0, len(chunk), batch_size)]
-    random.Random(seed + 1).shuffle(out)
-    return out
+        chunk = sorted(order[w : w + window], key=lambda i: (units[i].length(), i))
+        steps += [chunk[s : s + size] for s in range(0, len(chunk), size)]
+    random.Random(seed + 1).shuffle(steps)
+    return [[[units[i] for i in step[m : m + batch_size]] for m in range(0, len(step), batch_size)]
+            for step in steps]
 
 
 def make_scheduler(optimizer, cfg: TrainerConfig, total_steps: int):
@@ -220,7 +287,25 @@ def make_scheduler(optimizer, cfg: TrainerConfig, total_steps: int):
                          num_training_steps=max(total_steps, 1))
 
 
-def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int,
+def plan_steps(units: Sequence[Unit], cfg: TrainerConfig, seed: int, iteration: int = 1) -> list[list[list[Unit]]]:
+    """The optimizer steps of one training stage, each a list of micro-batches.
+
+    single_batch: the first micro-batch, single_batch_steps times. train_steps: that many steps in iteration
+    1, times steps_growth per later iteration (STaR: 40 steps, +20% per iteration), passing over the data
+    as often as needed. Otherwise inner_epochs passes."""
+    if cfg.single_batch:
+        first = optimizer_steps(units, cfg.train_batch_size, 1, seed)[:1]
+        return first * cfg.single_batch_steps if first else []
+    target = None if cfg.train_steps is None else round(cfg.train_steps * cfg.steps_growth ** (iteration - 1))
+    steps: list[list[list[Unit]]] = []
+    epoch = 0
+    while units and (len(steps) < target if target is not None else epoch < cfg.inner_epochs):
+        steps += optimizer_steps(units, cfg.train_batch_size, cfg.grad_accum, seed + epoch)
+        epoch += 1
+    return steps[:target] if target is not None else steps
+
+
+def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int, iteration: int = 1,
           on_log: Callable[[dict], None] | None = None,
           validate: Callable[[int], dict] | None = None, progress: bool = True) -> list[dict]:
     """Optimize the trainable (LoRA) parameters on `units`; returns the per-step log records.
@@ -234,15 +319,9 @@ def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int,
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise StarloopError("no trainable parameters (attach a LoRA adapter first)")
-    if cfg.single_batch:
-        first = batches(units, cfg.train_batch_size, seed)[:1]
-        plan = [first for _ in range(cfg.single_batch_steps)]
-        accum = 1
-    else:
-        plan = [batches(units, cfg.train_batch_size, seed + e) for e in range(cfg.inner_epochs)]
-        accum = cfg.grad_accum
-    micro = [b for epoch in plan for b in epoch]
-    total_steps = math.ceil(len(micro) / accum)
+    plan = plan_steps(units, cfg, seed, iteration)
+    nominal = cfg.train_batch_size * (1 if cfg.single_batch else cfg.grad_accum)
+    total_steps = len(plan)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = make_scheduler(opt, cfg, total_steps)
     model.train()
@@ -256,23 +335,23 @@ def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int,
     step, t0, tokens = 0, time.time(), 0
     bar = tqdm(total=total_steps, desc=f"train {cfg.strategy}", disable=not progress, leave=False)
     rank, n_proc = distributed.world()
-    for start in range(0, len(micro), accum):
-        group = micro[start : start + accum]
+    for group in plan:
         opt.zero_grad(set_to_none=True)
+        totals = StepTotals.of([u for b in group for u in b], nominal)
         agg: dict[str, float] = {}
         finite = True
         for b in group[rank::n_proc]:  # with several processes each takes its share of the step
             with oom_advice(), mixed_precision(model):
-                loss, metrics = loss_fn(model, tok, b, cfg)
+                loss, metrics = loss_fn(model, tok, b, cfg, totals)
             if not torch.isfinite(loss):
                 finite = False
                 break
             with oom_advice():
-                (loss / len(group)).backward()
+                loss.backward()  # the micro-batch's share of the step's loss: shares add up
             tokens += sum(len(u.ctx) + len(u.cont) + len(u.rejected or []) for u in b)
-            agg["loss"] = agg.get("loss", 0.0) + float(loss.detach()) / len(group)
-            for k, v in metrics.items():
-                agg[k] = agg.get(k, 0.0) + float(v) / len(group)
+            agg["loss"] = agg.get("loss", 0.0) + float(loss.detach())
+            for k, v in metrics.items():  # micro-batch means -> the step's mean
+                agg[k] = agg.get(k, 0.0) + float(v) * len(b) / totals.sequences
         finite = not distributed.any_process(not finite)
         if finite:
             distributed.all_reduce_grads(params)  # sum of shares = the one-process gradient of the step
@@ -307,12 +386,15 @@ def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int,
 
 @torch.no_grad()
 def objective_loss(model, tok, units: Sequence[Unit], cfg: TrainerConfig) -> float:
-    """Mean objective over `units` without gradients (validation loss)."""
+    """Mean objective over `units` without gradients (validation loss): batches of train_batch_size, each
+    its own step."""
     if not units:
         return float("nan")
     was = model.training
     model.eval()
-    vals = [float(OBJECTIVES[cfg.strategy](model, tok, units[s : s + cfg.train_batch_size], cfg)[0])
-            for s in range(0, len(units), cfg.train_batch_size)]
+    vals = []
+    for s in range(0, len(units), cfg.train_batch_size):
+        chunk = units[s : s + cfg.train_batch_size]
+        vals.append(float(OBJECTIVES[cfg.strategy](model, tok, chunk, cfg, StepTotals.of(chunk, len(chunk)))[0]))
     model.train(was)
     return sum(vals) / len(vals)
