@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from starloop.build import preference_pairs, reward_examples, sft_examples
 from starloop.metrics import summarize, wilson_interval
 from starloop.records import Sample
@@ -72,3 +74,76 @@ def test_min_rationale_words_drops_bare_guesses_from_sft_and_chosen():
     assert [p.chosen for p in preference_pairs(smp, min_rationale_words=5)] == [reasoned]
     # a short wrong answer stays a rejected example
     assert [p.rejected for p in preference_pairs(smp, min_rationale_words=5)] == ["Guess.\nThe answer is (C)."]
+
+
+def test_dpo_pairing_n_uses_every_distinct_pair_before_any_repeat():
+    """Bug: 2 chosen x 3 rejected with 6 pairs asked gave 6 pairs of which 2 were distinct (one rejected
+    never used). Now all 6 distinct pairs, each chosen 3 times, each rejected twice."""
+    from starloop.build import spread_pairs
+
+    smp = [s("q", i, f"good {i} (A)", True) for i in range(2)] + [s("q", 2 + i, f"bad {i}", False) for i in range(3)]
+    pairs = preference_pairs(smp, pairing="n", per_question=6)
+    got = [(p.chosen, p.rejected) for p in pairs]
+    assert len(got) == 6 and len(set(got)) == 6
+    assert spread_pairs(2, 3, 3) in ([(0, 0), (1, 1), (0, 2)], [(0, 0), (1, 1), (1, 2)])  # all 3 rejected used
+    assert len(set(spread_pairs(2, 3, 3))) == 3 and {r for _, r in spread_pairs(2, 3, 3)} == {0, 1, 2}
+    assert len(spread_pairs(2, 3, 10)) == 6  # never a repeated pair
+    assert sorted(spread_pairs(3, 2, 6)) == [(c, r) for c in range(3) for r in range(2)]
+
+
+def test_truncated_samples_are_not_imitated_by_default():
+    """Bug: a sample cut by max_new_tokens was trained with an appended EOS. Now it is left out of the SFT
+    set and dpo's chosen side (keep_truncated=true keeps it, marked eos=False); a cut wrong answer is still a
+    rejected example (without EOS); reward strategies keep it without EOS."""
+    cut_good = Sample(question_id="q", sample_index=0, prompt="P", rationale="long (A)", correct=True,
+                      status="correct", truncated=True)
+    good = Sample(question_id="q", sample_index=1, prompt="P", rationale="short (A)", correct=True, status="correct")
+    cut_bad = Sample(question_id="q", sample_index=2, prompt="P", rationale="loop loop", correct=False,
+                     status="no_answer", truncated=True)
+    assert [e.completion for e in sft_examples([cut_good, good])] == ["short (A)"]
+    kept = sft_examples([cut_good, good], keep_truncated=True)
+    assert [(e.completion, e.eos) for e in kept] == [("long (A)", False), ("short (A)", True)]
+    pairs = preference_pairs([cut_good, good, cut_bad])
+    assert [(p.chosen, p.chosen_eos, p.rejected, p.rejected_eos) for p in pairs] == \
+        [("short (A)", True, "loop loop", False)]
+    assert [e.eos for e in reward_examples([cut_good, good], "correct")] == [False, True]
+
+
+def test_require_gain_keeps_rationales_that_beat_no_rationale():
+    smp = [s("q", 0, "helps (A)", True, gain=0.4), s("q", 1, "no help (A)", True, gain=-0.1),
+           s("q", 2, "wrong", False, gain=0.2)]
+    assert [e.completion for e in sft_examples(smp, require_gain=True)] == ["helps (A)"]
+    assert [e.completion for e in reward_examples(smp, "correct", require_gain=True)] == ["helps (A)", "wrong"]
+    assert [p.chosen for p in preference_pairs(smp, require_gain=True)] == ["helps (A)"]
+
+
+def test_mcnemar_by_hand():
+    from starloop.metrics import mcnemar
+
+    before = {f"q{i}": i < 5 for i in range(10)}  # q0-q4 right
+    after = {f"q{i}": i in (0, 5, 6, 7, 8, 9) for i in range(10)}  # lost q1-q4 (b = 4), gained q5-q9 (c = 5)
+    r = mcnemar(before, after)
+    assert (r["n"], r["b"], r["c"]) == (10, 4, 5)
+    # 2 * P(Bin(9, 1/2) <= 4) = 2 * (1 + 9 + 36 + 84 + 126) / 512 = 1.0
+    assert r["p"] == 1.0
+    r = mcnemar({"a": False, "b": False, "c": False, "d": True}, {"a": True, "b": True, "c": True, "d": True, "e": 1})
+    # b = 0, c = 3: 2 * (1/8) = 0.25; "e" is in one evaluation only
+    assert (r["n"], r["b"], r["c"], r["p"]) == (4, 0, 3, 0.25)
+
+
+def test_clustered_interval_by_hand():
+    from starloop.metrics import clustered_interval
+
+    # two languages of 4 questions: en 4/4 right, zu 0/4. p = 0.5; residuals per cluster +2, -2;
+    # var = 2/1 * (4 + 4) / 64 = 0.25, se 0.5, t(1) = 12.706 -> the whole [0, 1]
+    assert clustered_interval([1, 1, 1, 1, 0, 0, 0, 0], ["en"] * 4 + ["zu"] * 4) == (0.0, 1.0)
+    # three languages alike (2 of 4 right each): residuals 0 -> zero width
+    assert clustered_interval([1, 1, 0, 0] * 3, ["a"] * 4 + ["b"] * 4 + ["c"] * 4) == (0.5, 0.5)
+    # six languages of 4 questions, right 3, 1, 2, 2, 3, 1: p = .5, residuals +1 -1 0 0 +1 -1;
+    # var = 6/5 * 4 / 24^2, half = t(5) * sqrt(var) = 2.571 * 0.0913 = 0.2347
+    right = [3, 1, 2, 2, 3, 1]
+    ys = [int(j < r) for r in right for j in range(4)]
+    lo, hi = clustered_interval(ys, [g for g in "abcdef" for _ in range(4)])
+    half = 2.571 * math.sqrt(6 / 5 * 4 / 24**2)
+    assert (lo, hi) == (pytest.approx(0.5 - half), pytest.approx(0.5 + half))
+    assert clustered_interval([1, 0], ["en", "en"]) is None

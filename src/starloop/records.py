@@ -153,3 +153,6 @@ class PreferencePair:
     prompt: str
     chosen: str
     rejected: str
+    # False when that rationale was cut by max_new_tokens: it is trained without an end-of-sequence token.
+    chosen_eos: bool = True
+    rejected_eos: bool = True
