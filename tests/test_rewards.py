@@ -8,16 +8,15 @@ import math
 import pytest
 import torch
 
-from starloop.losses import advantages, reinforce_loss
+from starloop.losses import advantages, policy_gradient_loss
 from starloop.rewards import (
-    REWARD_INPUTS,
-    REWARDS,
     answer_logprob_reward,
-    apply_degenerate_penalty,
     correct_reward,
     expected_likelihood_reward,
     gain_reward,
+    model_labels,
     quiet_star_reward,
+    smoothed_labels,
 )
 
 
@@ -73,18 +72,44 @@ def test_expected_likelihood_is_stable_for_tiny_probabilities():
     assert r.item() == pytest.approx(-1000.0 + math.log(0.5 + 0.5 * math.exp(-1)))
 
 
-def test_degenerate_penalty():
-    r = apply_degenerate_penalty(t(1.0, 0.0, -2.0), torch.tensor([True, False, True]), 0.5)
-    assert r.tolist() == [0.5, 0.0, -2.5]
-    assert apply_degenerate_penalty(t(1.0), torch.tensor([True]), 0.0).tolist() == [1.0]
+def test_quiet_star_baseline_leaves_out_hinted_samples():
+    """A hinted (rationalized, off-policy) sample gets a reward but is not in its question's baseline.
+    Before the fix the baseline of q1 was mean(-1, -3, 0) = -4/3 with the hinted -0 inside it."""
+    logp = t(-1.0, -3.0, 0.0, -2.0, -2.0)
+    on = torch.tensor([True, True, False, True, True])
+    r = quiet_star_reward(logp, ["q1", "q1", "q1", "q2", "q2"], on_policy=on)
+    # q1 baseline mean(-1, -3) = -2 -> [1, -1, 2]; q2 baseline -2 -> [0, 0]
+    assert r.tolist() == pytest.approx([1.0, -1.0, 2.0, 0.0, 0.0])
+    # a question whose samples are all hinted falls back on its own mean
+    assert quiet_star_reward(t(-1.0, -3.0), ["q", "q"], torch.tensor([False, False])).tolist() == [1.0, -1.0]
 
 
-def test_reward_table_documents_every_reward():
-    assert (
-        set(REWARDS)
-        == set(REWARD_INPUTS)
-        == {"correct", "answer_logprob", "quiet_star", "gain", "expected_likelihood"}
-    )
+def test_smoothed_and_model_label_distributions_by_hand():
+    d = smoothed_labels(torch.tensor([1, 0]), torch.tensor([4, 3]), 4, 0.3)
+    assert d[0].tolist() == pytest.approx([0.1, 0.7, 0.1, 0.1])
+    assert d[1].tolist() == pytest.approx([0.7, 0.15, 0.15, 0.0])  # a 3-option question: D sums to 1
+    assert smoothed_labels(torch.tensor([2]), torch.tensor([4]), 4, 0.0)[0].tolist() == [0.0, 0.0, 1.0, 0.0]
+    # model: softmax over the question's options of log p(letter | x), other columns 0
+    lp = torch.log(t(0.2, 0.2, 0.1, 0.5)).view(1, 4)
+    assert model_labels(lp, torch.tensor([4]))[0].tolist() == pytest.approx([0.2, 0.2, 0.1, 0.5])
+    assert model_labels(lp, torch.tensor([3]))[0].tolist() == pytest.approx([0.4, 0.4, 0.2, 0.0])
+    # expected_likelihood under the smoothed D differs from answer_logprob: p(y|x,z) = [.5, .25, .125, .125],
+    # gold B, eps 0.3: log(0.1*.5 + 0.7*.25 + 0.1*.125 + 0.1*.125) = log(0.25)
+    p = torch.log(t(0.5, 0.25, 0.125, 0.125)).view(1, 4)
+    got = expected_likelihood_reward(p, smoothed_labels(torch.tensor([1]), torch.tensor([4]), 4, 0.3).double())
+    assert got.item() == pytest.approx(math.log(0.25))
+
+
+def test_baselines_make_answer_logprob_quiet_star_and_gain_identical():
+    """The docs' claim: a per-question constant cancels under the mean and RLOO baselines."""
+    logp = t(-1.0, -2.5, -0.5, -3.0, -1.2, -0.7).view(2, 3)
+    without = t(-1.4, -2.0)
+    for baseline in ("mean", "rloo"):
+        a = advantages(answer_logprob_reward(logp), baseline=baseline)
+        assert advantages(quiet_star_reward(logp), baseline=baseline).flatten().tolist() == pytest.approx(a.flatten().tolist())
+        assert advantages(gain_reward(logp, without), baseline=baseline).flatten().tolist() == pytest.approx(a.flatten().tolist())
+    assert advantages(gain_reward(logp, without), baseline="none").flatten().tolist() != pytest.approx(
+        advantages(answer_logprob_reward(logp), baseline="none").flatten().tolist())
 
 
 def test_below_random_only_likelihood_rewards_give_gradient():
@@ -95,7 +120,9 @@ def test_below_random_only_likelihood_rewards_give_gradient():
     logp_rationale = torch.full((3, 4), -20.0, dtype=torch.float64, requires_grad=True)  # log pi(z | x)
 
     def grad_of(adv: torch.Tensor) -> torch.Tensor:
-        (g,) = torch.autograd.grad(reinforce_loss(logp_rationale.flatten(), adv.flatten()), logp_rationale)
+        loss = policy_gradient_loss(logp_rationale.flatten(), torch.ones(12), adv.flatten(),
+                                    normalization="token_budget", step_sequences=12, token_budget=1)
+        (g,) = torch.autograd.grad(loss, logp_rationale)
         return g
 
     adv_01 = advantages(correct_reward(correct), baseline="rloo")

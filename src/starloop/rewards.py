@@ -11,9 +11,20 @@ groups of unequal size are fine in the flat form.
 
     correct              r = 1[answer(z) = y*]
     answer_logprob       r = log p(y* | x, z)
-    quiet_star           r = log p(y* | x, z) - mean_{z' in group} log p(y* | x, z')   (z' includes z)
+    quiet_star           r = log p(y* | x, z) - mean_{z' in group, on-policy} log p(y* | x, z')
     gain                 r = log p(y* | x, z) - log p(y* | x)                         (no rationale)
     expected_likelihood  r = log E_{y ~ D(y|x)} p(y | x, z) = log sum_y D(y|x) p(y | x, z)
+
+Under a mean or leave-one-out baseline (reinforce), answer_logprob, quiet_star and gain give identical
+advantages: they differ by a per-question constant (the group mean, or log p(y* | x)), which the baseline
+removes. They differ under baseline=none, and as filters (gain > 0, trainer.require_gain).
+
+Why expected_likelihood (the research notes): with r = log p(y* | x, z), a rationale that just asserts
+"the answer is X" is rewarded whenever X happens to be right, while a rationale that states real
+uncertainty is never preferred; and the reward is maximised by the rationale reproducing the reward
+model's own answer distribution. Scoring z against a distribution D(y | x) of valid answers instead --
+the gold letter with label smoothing, the model's own answer distribution without a rationale, or
+per-question soft labels -- rewards rationales that put mass where D does, not only on one letter.
 """
 
 from __future__ import annotations
@@ -77,16 +88,24 @@ def answer_logprob_reward(logp_answer: Tensor) -> Tensor:
     return as_reward(logp_answer)
 
 
-def quiet_star_reward(logp_answer: Tensor, group_ids: GroupIds | None = None) -> Tensor:
+def quiet_star_reward(logp_answer: Tensor, group_ids: GroupIds | None = None,
+                      on_policy: Tensor | None = None) -> Tensor:
     """Quiet-STaR's reward, adapted to multiple choice (research notes):
 
-        r_i = log p(y* | x, z_i) - (1/K) sum_{j=1..K} log p(y* | x, z_j)
+        r_i = log p(y* | x, z_i) - mean_{j in group(i), on_policy_j} log p(y* | x, z_j)
 
-    The baseline is the mean over the question's K rationales *including z_i* (Quiet-STaR's choice,
-    not leave-one-out). logp_answer: [Q, K], or [N] with group_ids. Sums to zero within each group.
-    """
+    The baseline is the mean over the question's on-policy rationales *including z_i* (Quiet-STaR's
+    choice, not leave-one-out). Hinted (rationalization) samples are off-policy: they get a reward
+    against the same baseline but never enter it (on_policy False). A group with no on-policy sample gets
+    its own mean. logp_answer: [Q, K], or [N] with group_ids; on_policy: bool, same shape (None = all)."""
     logp = as_reward(logp_answer)
-    return logp - group_mean(logp, group_ids)
+    if on_policy is None:
+        return logp - group_mean(logp, group_ids)
+    mask = on_policy.to(logp.device, torch.bool)
+    on_sums, _ = group_sum_count(torch.where(mask, logp, torch.zeros_like(logp)), group_ids)
+    n_on, _ = group_sum_count(mask.to(logp.dtype), group_ids)
+    baseline = torch.where(n_on > 0, on_sums / n_on.clamp(min=1), group_mean(logp, group_ids))
+    return logp - baseline
 
 
 def gain_reward(logp_with: Tensor, logp_without: Tensor) -> Tensor:
@@ -119,27 +138,21 @@ def expected_likelihood_reward(logp_letters: Tensor, label_dist: Tensor) -> Tens
     return torch.logsumexp(logp + log_d, dim=-1)
 
 
-def apply_degenerate_penalty(rewards: Tensor, flags: Tensor, penalty: float) -> Tensor:
-    """r' = r - penalty * 1[degenerate]  (loops, truncation, wrong language; see `starloop.extract`).
+def smoothed_labels(gold: Tensor, n_choices: Tensor, n_max: int, eps: float) -> Tensor:
+    """D(y|x) = 1 - eps on the gold option, eps / (C - 1) on each other option of the question.
 
-    rewards, flags: same shape; flags bool. penalty >= 0 (0 leaves r unchanged)."""
-    return as_reward(rewards) - penalty * flags.to(rewards.device, torch.float32)
+    gold, n_choices: [N] ints; returns [N, n_max] (options a question lacks get 0). eps = 0: one-hot."""
+    cols = torch.arange(n_max)[None, :]
+    n = n_choices.to(torch.float32)[:, None]
+    rest = torch.where(n > 1, eps / (n - 1).clamp(min=1), torch.zeros_like(n))
+    dist = torch.where(cols < n_choices[:, None], rest.expand(-1, n_max), torch.zeros(1))
+    dist = dist.scatter(1, gold[:, None], torch.where(n > 1, 1 - eps, torch.ones_like(n)))
+    return dist
 
 
-# name -> reward function; the trainer picks one with `trainer.reward`.
-REWARDS: dict[str, Callable[..., Tensor]] = {
-    "correct": correct_reward,
-    "answer_logprob": answer_logprob_reward,
-    "quiet_star": quiet_star_reward,
-    "gain": gain_reward,
-    "expected_likelihood": expected_likelihood_reward,
-}
-
-# name -> what the caller must compute before calling REWARDS[name].
-REWARD_INPUTS: dict[str, str] = {
-    "correct": "correct: bool [N] (extracted answer == gold); no model pass",
-    "answer_logprob": "logp_answer: [N] log p(gold answer line | x, z) (gather of answer_letter_logprobs)",
-    "quiet_star": "logp_answer: [Q, K] or [N] + group_ids (all K rationales of a question together)",
-    "gain": "logp_with: [Q, K] as answer_logprob; logp_without: [Q] log p(gold | x) with an empty rationale",
-    "expected_likelihood": "logp_letters: [N, C] (answer_letter_logprobs); label_dist: [N, C] D(y | x)",
-}
+def model_labels(logp_no_rationale: Tensor, n_choices: Tensor) -> Tensor:
+    """D(y|x) = the model's own answer distribution without a rationale, renormalised over the question's
+    options: softmax of log p(letter | x). logp_no_rationale: [N, n_max]; returns [N, n_max]."""
+    cols = torch.arange(logp_no_rationale.shape[1])[None, :]
+    masked = torch.where(cols < n_choices[:, None], as_reward(logp_no_rationale), torch.tensor(float("-inf")))
+    return torch.softmax(masked, dim=-1)

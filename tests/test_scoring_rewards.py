@@ -1,0 +1,82 @@
+"""The score stage's reward columns on the tiny model: D(y|x) of expected_likelihood reaches the reward,
+hinted samples stay out of quiet_star's baseline, and soft-label files are checked."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from starloop.errors import DataError
+from starloop.records import Sample
+from starloop.scoring import add_rewards, read_soft_labels
+
+
+def _samples(questions, hinted_last=False):
+    out = []
+    for q in questions[:2]:
+        for j in range(3):
+            out.append(Sample(question_id=q.id, sample_index=j, prompt=f"Q: {q.question}\n",
+                              rationale=f"Thinking {j} about it. The answer is ({'ABCD'[j]}).", correct=j == q.answer,
+                              status="correct" if j == q.answer else "wrong", language="en",
+                              hinted=hinted_last and j == 2))
+    return out
+
+
+def _letters(s):
+    return {kv.split(":")[0]: float(kv.split(":")[1]) for kv in s.extra["answer_dist"].split()}
+
+
+def test_expected_likelihood_uses_the_configured_label_distribution(tiny, questions):
+    model, tok = tiny
+    by_id = {q.id: q for q in questions}
+    gold = _samples(questions)
+    add_rewards(model, tok, gold, by_id, label_dist="gold")
+    assert all(s.extra["expected_likelihood"] == pytest.approx(s.extra["answer_logprob"], abs=1e-5) for s in gold)
+    smooth = _samples(questions)
+    add_rewards(model, tok, smooth, by_id, label_dist="smoothed", label_smoothing=0.3)
+    for s in smooth:  # log(0.7 p(gold) + 0.1 sum of the others), from the saved per-letter log-probs
+        lp = _letters(s)
+        g = "ABCD"[by_id[s.question_id].answer]
+        want = math.log(sum((0.7 if k == g else 0.1) * math.exp(v) for k, v in lp.items()))
+        assert s.extra["expected_likelihood"] == pytest.approx(want, abs=1e-3)
+        assert s.extra["expected_likelihood"] != pytest.approx(s.extra["answer_logprob"], abs=1e-3)
+    model_d = _samples(questions)
+    add_rewards(model, tok, model_d, by_id, label_dist="model")
+    assert any(abs(a.extra["expected_likelihood"] - b.extra["expected_likelihood"]) > 1e-4
+               for a, b in zip(model_d, smooth))
+    soft = {q.id: [0.25, 0.25, 0.25, 0.25] for q in questions}
+    uni = _samples(questions)
+    add_rewards(model, tok, uni, by_id, label_dist="file", soft_labels=soft)
+    for s in uni:  # uniform D: the log of the mean letter probability
+        want = math.log(sum(math.exp(v) for v in _letters(s).values()) / 4)
+        assert s.extra["expected_likelihood"] == pytest.approx(want, abs=1e-3)
+
+
+def test_hinted_samples_stay_out_of_the_quiet_star_baseline(tiny, questions):
+    model, tok = tiny
+    by_id = {q.id: q for q in questions}
+    smp = _samples(questions, hinted_last=True)
+    add_rewards(model, tok, smp, by_id)
+    for i in (0, 3):  # each question: samples i, i+1 on-policy, i+2 hinted
+        a, b, h = (smp[i + j].extra["answer_logprob"] for j in range(3))
+        base = (a + b) / 2
+        got = [smp[i + j].extra["quiet_star"] for j in range(3)]
+        assert got == pytest.approx([a - base, b - base, h - base], abs=1e-5)
+
+
+def test_soft_label_file_errors_name_row_and_column(tmp_path):
+    p = tmp_path / "soft.csv"
+    p.write_text("question_id,A,B,C,D\nq1,0.5,0.5,0,0\nq2,0.5,abc,0,0\n")
+    with pytest.raises(DataError, match=r"row 3, column B: 'abc'"):
+        read_soft_labels(p)
+    p.write_text("question_id,A,B\nq1,0.5,0.4\n")
+    with pytest.raises(DataError, match=r"row 2: .*sums to 0.9000"):
+        read_soft_labels(p)
+    p.write_text("question_id,A,B\nq1,nan,1\n")
+    with pytest.raises(DataError, match="row 2, column A"):
+        read_soft_labels(p)
+    p.write_text("question_id,A,B\nq1,0.25,0.75\n")
+    assert read_soft_labels(p) == {"q1": [0.25, 0.75]}
+    with pytest.raises(DataError, match="no such file"):
+        read_soft_labels(tmp_path / "none.csv")
