@@ -84,6 +84,11 @@ def test_experiments_carry_the_notes_hyperparameters():
     assert (yo.data.name, yo.data.language, yo.prompt.strategy) == ("mmmlu", "YO_NG", "translate")
     afr = compose(["experiment=afr_sft"])
     assert afr.data.name == "mmlu-afr" and afr.prompt.strategy == "native"
+    rpo = compose(["experiment=english_iterative_rpo"]).trainer  # Pang et al.: previous policy as reference
+    assert (rpo.strategy, rpo.dpo_nll_weight, rpo.restart_from_base, rpo.dpo_reference) == ("dpo", 1.0, False,
+                                                                                              "previous")
+    star = compose(["experiment=english_star"]).trainer  # STaR: 40 steps, +20% per iteration, rationalization
+    assert (star.train_steps, star.steps_growth, star.rationalize, star.restart_from_base) == (40, 1.2, True, True)
     # a command-line override still wins over the experiment
     assert compose(["experiment=english_dpo", "trainer.lr=1e-5"]).trainer.lr == 1e-5
     assert compose(["experiment=english_dpo", "trainer=reinforce"]).trainer.strategy == "reinforce"

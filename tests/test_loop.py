@@ -50,6 +50,11 @@ def test_two_iterations_write_metrics_and_generations(reference_run):
         assert (reference_run / f"iter_{k}" / "train" / "adapter" / "adapter_config.json").exists()
     assert (reference_run / "config.yaml").exists()
     assert all(r["kept"] > 0 for r in rows[1:])  # every iteration trained
+    # paired tests on the same questions: iteration 1 vs 0; iteration 2 vs 1 and vs the base model
+    assert "mcnemar_prev_p" not in rows[0] and "mcnemar_base_p" not in rows[1]
+    assert 0 <= rows[1]["mcnemar_prev_p"] <= 1 and 0 <= rows[2]["mcnemar_base_p"] <= 1
+    assert rows[2]["mcnemar_prev_b"] + rows[2]["mcnemar_prev_c"] <= rows[2]["n"]
+    assert all(r["dropped_too_long"] == 0 and "dropped_truncated" in r for r in rows[1:])
     gens = (reference_run / "iter_1" / "generations.csv").read_text()
     assert "answer_logprob" in gens.splitlines()[0]
 

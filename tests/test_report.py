@@ -177,3 +177,13 @@ def test_sweep_overrides_follow_hydras_job_order():
         ["seed=0", "trainer.dpo_beta=0.2", "trainer.lr=2e-05", "out=x"],
         ["seed=1", "trainer.dpo_beta=0.2", "trainer.lr=1e-05", "out=x"],
         ["seed=1", "trainer.dpo_beta=0.2", "trainer.lr=2e-05", "out=x"]]
+
+
+def test_report_shows_the_clustered_interval_and_the_paired_test():
+    from starloop.report import _acc_ci, _paired
+
+    line = {"accuracy": 0.5, "ci_low": 0.45, "ci_high": 0.55, "ci_low_clustered": 0.3, "ci_high_clustered": 0.7,
+            "mcnemar_prev_b": 4, "mcnemar_prev_c": 11, "mcnemar_prev_p": 0.1185}
+    assert _acc_ci(line) == "50.0% [45.0, 55.0], clustered [30.0, 70.0]"
+    assert _paired(line) == "-4 / +11, p = 0.118"
+    assert _paired({"accuracy": 0.5}) == "–"

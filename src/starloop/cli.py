@@ -250,7 +250,7 @@ def preflight(command: str, cfg, multirun: bool = False, seen: set[str] | None =
     if seen is None or key not in seen:
         if d.name not in SPECS or d.path not in (None, ""):  # hub downloads are left to the run itself
             splits = [d.split] if command == "eval" else [d.train_split, d.val_split]
-            if command == "eval" and cfg.prompt.few_shot:
+            if cfg.prompt.few_shot:
                 splits.append("dev")
             for split in dict.fromkeys(splits):
                 load_questions(d, split)

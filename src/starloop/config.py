@@ -24,8 +24,6 @@ class ModelConfig:
     device: str = "auto"
     # Attention kernel passed to transformers (sdpa, eager, flash_attention_2); null = library default.
     attn_implementation: str | None = None
-    # Longest prompt + completion the model is asked to handle; longer prompts are truncated from the left.
-    max_length: int = 2048
     # Generation backend: hf (transformers generate), static (static KV cache decode loop, CUDA graphs
     # on GPU), vllm (needs the vllm extra); auto = static on CUDA, hf on CPU.
     sampler: str = "auto"
@@ -111,6 +109,12 @@ class TrainerConfig:
     min_rationale_words: int = 0
     # Reward subtracted from degenerate samples in reward strategies.
     degenerate_penalty: float = 0.0
+    # Train on correct samples cut by max_new_tokens (without an end-of-sequence token) instead of dropping
+    # them from the SFT set and from dpo's chosen side. Reward strategies always keep them, without EOS.
+    keep_truncated: bool = False
+    # Keep only samples whose rationale beats answering without one (reward column gain > 0), in every
+    # strategy: the notes' filter. Costs the scoring pass of the reward strategies.
+    require_gain: bool = False
     # Training questions used per iteration (null = all of the train split after data.limit). The small
     # default makes a first `starloop train` on a laptop CPU finish in minutes; set null on a GPU cluster.
     train_limit: int | None = 32
@@ -142,11 +146,16 @@ class TrainerConfig:
     grad_accum: int = 1
     # Gradient clipping norm (0 = off).
     max_grad_norm: float = 1.0
-    # Passes over an iteration's training data.
+    # Passes over an iteration's training data (when train_steps is null).
     inner_epochs: int = 1
+    # Optimizer steps in iteration 1, passing over the data as often as needed; null = inner_epochs passes.
+    train_steps: int | None = None
+    # train_steps is multiplied by this in each later iteration (STaR: 40 steps, then x1.2 per iteration).
+    steps_growth: float = 1.0
     # Recompute activations in the backward pass to save memory (slower).
     gradient_checkpointing: bool = False
-    # Longest training sequence (prompt + completion) in tokens.
+    # Longest training sequence (prompt + completion) in tokens. A longer sample is dropped, never cut
+    # (counted as dropped_too_long in the iteration's metrics).
     max_seq_len: int = 1024
     # Start each iteration from the base model (STaR) instead of the last adapter.
     restart_from_base: bool = True
@@ -180,16 +189,32 @@ class TrainerConfig:
     dpo_reference: str = "base"
     # SFT epochs on the chosen responses before DPO (for off-policy data).
     dpo_sft_warmup_epochs: int = 0
+    # Dropout off in the policy during DPO, as in the reference pass (TRL's default); false keeps LoRA dropout.
+    dpo_disable_dropout: bool = True
 
     # --- Reward strategies (reinforce, weighted_sft) ---
     # Reward of a sample: correct, answer_logprob, quiet_star, gain, expected_likelihood.
     reward: str = "correct"
-    # reinforce baseline: rloo (leave-one-out) or mean (including the sample, as Quiet-STaR).
+    # reinforce baseline: rloo (leave-one-out), mean (including the sample, as Quiet-STaR) or none. Under
+    # rloo and mean, answer_logprob, quiet_star and gain give the same advantages (a per-question constant
+    # cancels); they differ under none and in weighted_sft only through that constant (not at all).
     baseline: str = "rloo"
+    # reinforce normalisation: token_budget (sum of A * log pi over a step / (sequences a step * (max_new_tokens
+    # + 1)): no length bias) or sequence_mean (per-sequence token means, averaged: favours short sequences).
+    pg_normalization: str = "token_budget"
     # Clip negative advantages to zero.
     clip_negative_advantages: bool = False
     # Temperature lambda of the max-entropy target pi* ~ pi_ref exp(r / lambda).
     weighted_sft_lambda: float = 1.0
+    # D(y|x) of the expected_likelihood reward, log sum_y D(y|x) p(y|x,z): gold (one-hot: = answer_logprob),
+    # smoothed (gold with label_smoothing spread over the other options), model (the model's own answer
+    # distribution without a rationale, p(y|x)), or file (soft_labels).
+    label_dist: str = "smoothed"
+    # Mass moved from the gold answer to the other options, evenly, for label_dist=smoothed.
+    label_smoothing: float = 0.1
+    # CSV of per-question label distributions for label_dist=file: a question_id column and one column per
+    # option letter (A, B, ...), each row summing to 1.
+    soft_labels: str | None = None
 
 
 @dataclass
@@ -290,6 +315,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.dpo_reference": ("base", "previous"),
     "trainer.reward": ("correct", "answer_logprob", "quiet_star", "gain", "expected_likelihood"),
     "trainer.baseline": ("rloo", "mean", "none"),
+    "trainer.pg_normalization": ("token_budget", "sequence_mean"),
+    "trainer.label_dist": ("gold", "smoothed", "model", "file"),
     "logger.name": ("local", "wandb"),
     "logger.mode": ("online", "offline", "disabled"),
 }
@@ -303,7 +330,6 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "eval.max_new_tokens": (1, None),
     "eval.temperature": (0.0, None),
     "eval.top_p": (1e-6, 1.0),
-    "model.max_length": (16, None),
     "trainer.iterations": (0, None),
     "trainer.train_limit": (1, None),
     "trainer.val_limit": (1, None),
@@ -321,6 +347,9 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "trainer.grad_accum": (1, None),
     "trainer.max_grad_norm": (0.0, None),
     "trainer.inner_epochs": (0, None),
+    "trainer.train_steps": (1, None),
+    "trainer.steps_growth": (1e-6, None),
+    "trainer.label_smoothing": (0.0, 0.999),
     "trainer.max_seq_len": (16, None),
     "trainer.dpo_beta": (1e-9, None),
     "trainer.dpo_nll_weight": (0.0, None),
@@ -367,5 +396,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(key, f"{v} is above the maximum {hi}")
     if cfg.trainer.strategy == "sft" and cfg.trainer.samples_per_question < 1:
         raise ConfigError("trainer.samples_per_question", "must be at least 1")
+    if str(cfg.data.train_split).lower() in ("dev", cfg.data.val_split):
+        raise ConfigError("data.train_split", f"{cfg.data.train_split!r} cannot be trained on: dev holds the "
+                          "few-shot examples, and the validation split must stay unseen")
+    if cfg.trainer.label_dist == "file" and not cfg.trainer.soft_labels:
+        raise ConfigError("trainer.soft_labels", "label_dist=file needs a CSV path of per-question label distributions")
     if cfg.trainer.strategy == "dpo" and cfg.trainer.samples_per_question < 2 and not cfg.trainer.preload_data_for_training:
         raise ConfigError("trainer.samples_per_question", "dpo needs at least 2 samples per question to form pairs")

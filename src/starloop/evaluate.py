@@ -9,7 +9,7 @@ over the plain-text prompt and a comparison of the log-probabilities of " A", " 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -19,6 +19,8 @@ from starloop.config import Config, PromptConfig
 from starloop.records import Question, Sample
 from starloop.sampling import Generation, Sampler, sample_seed
 
+FewShot = Sequence[Question] | Mapping[str, Sequence[Question]]
+
 
 def progress_bar(total: int, desc: str, enabled: bool = True):
     from tqdm.auto import tqdm
@@ -26,13 +28,14 @@ def progress_bar(total: int, desc: str, enabled: bool = True):
     return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True)
 
 
-def chat_prompts(tokenizer, questions: Sequence[Question], pcfg: PromptConfig, few_shot=(), hints=None):
+def chat_prompts(tokenizer, questions: Sequence[Question], pcfg: PromptConfig, few_shot: FewShot = (),
+                 hints=None):
     """Rendered chat prompts (text) for questions; `hints` (letters) for rationalization."""
     out = []
     for i, q in enumerate(questions):
         hint = hints[i] if hints is not None else None
         msgs = prompts.build_messages(q, strategy=pcfg.strategy, system=pcfg.system,
-                                      few_shot=few_shot, hint=hint)
+                                      few_shot=shots_for(few_shot, q), hint=hint)
         out.append(prompts.render_chat(tokenizer, msgs))
     return out
 
@@ -59,14 +62,17 @@ def expected_language(q: Question, pcfg: PromptConfig) -> str | None:
 
 def sample_questions(sampler: Sampler, tokenizer, questions: Sequence[Question], pcfg: PromptConfig, *,
                      k: int, seed_parts: tuple, max_new_tokens: int, temperature: float, top_p: float,
-                     hints: Sequence[str] | None = None, progress: bool = True, desc: str = "sampling"
-                     ) -> list[Sample]:
+                     hints: Sequence[str] | None = None, few_shot: FewShot = (),
+                     progress: bool = True, desc: str = "sampling") -> list[Sample]:
     """k scored samples per question, each seeded by (seed_parts, question id, sample index).
 
-    With `hints`, generation sees the hinted prompt but the saved sample holds the hint-free prompt.
+    Generation sees the few-shot examples (prompt.few_shot) and, with `hints`, the rationalization hint;
+    the saved sample holds the zero-shot, hint-free prompt: the one a trained model answers (STaR
+    fine-tunes on the question alone, without the few-shot exemplars).
     """
     plain = chat_prompts(tokenizer, questions, pcfg)
-    shown = chat_prompts(tokenizer, questions, pcfg, hints=hints) if hints is not None else plain
+    shown = chat_prompts(tokenizer, questions, pcfg, few_shot=few_shot, hints=hints) \
+        if hints is not None or few_shot else plain
     flat_q = [(qi, j) for qi in range(len(questions)) for j in range(k)]
     seeds = [sample_seed(*seed_parts, questions[qi].id, j) for qi, j in flat_q]
     bar = progress_bar(len(flat_q), desc, progress)
@@ -83,7 +89,7 @@ def sample_questions(sampler: Sampler, tokenizer, questions: Sequence[Question],
 
 
 @torch.no_grad()
-def letter_logit_samples(model, tokenizer, questions: Sequence[Question], few_shot: Sequence[Question] = (),
+def letter_logit_samples(model, tokenizer, questions: Sequence[Question], few_shot: FewShot = (),
                          batch_size: int = 8, progress: bool = True) -> list[Sample]:
     """lm-eval-harness style MMLU scoring: argmax over log p(" X" | prompt) for each choice letter.
 
@@ -92,7 +98,7 @@ def letter_logit_samples(model, tokenizer, questions: Sequence[Question], few_sh
     from starloop.sampling import halved_batch_size
 
     device = model.device
-    texts_all = [prompts.letter_prompt(q, few_shot=few_shot) for q in questions]
+    texts_all = [prompts.letter_prompt(q, few_shot=shots_for(few_shot, q)) for q in questions]
     # Longest first, in batches of similar length: far less padding, and any OOM comes early.
     lengths = [len(tokenizer(t, add_special_tokens=True)["input_ids"]) for t in texts_all]
     order = sorted(range(len(questions)), key=lambda i: -lengths[i])
@@ -150,8 +156,27 @@ def _single_token(tokenizer, text: str) -> int:
     return ids[0]
 
 
+def few_shot_examples(cfg: Config) -> dict[str, list[Question]]:
+    """The prompt.few_shot worked examples per language: the first dev questions (seeded order) of each
+    language of the run, so that a question's examples are in its own language."""
+    from starloop.data import load_questions
+
+    out: dict[str, list[Question]] = {}
+    if cfg.prompt.few_shot:
+        for q in load_questions(cfg.data, "dev"):
+            shots = out.setdefault(q.language, [])
+            if len(shots) < cfg.prompt.few_shot:
+                shots.append(q)
+    return out
+
+
+def shots_for(few_shot: FewShot, q: Question) -> Sequence[Question]:
+    """The few-shot examples of `q`: its language's from a mapping, or the one list for every question."""
+    return few_shot.get(q.language, ()) if isinstance(few_shot, Mapping) else few_shot
+
+
 def evaluate_questions(model, tokenizer, questions: Sequence[Question], cfg: Config,
-                       few_shot: Sequence[Question] = (), seed_parts: tuple = ("eval",)) -> list[Sample]:
+                       few_shot: FewShot = (), seed_parts: tuple = ("eval",)) -> list[Sample]:
     """Score `questions` under cfg.eval (mode, decoding) and cfg.prompt."""
     from starloop.fast_sampling import make_sampler
 
@@ -161,7 +186,7 @@ def evaluate_questions(model, tokenizer, questions: Sequence[Question], cfg: Con
     sampler = make_sampler(cfg.model, model, tokenizer, cfg.eval.batch_size)
     return sample_questions(sampler, tokenizer, questions, cfg.prompt, k=1, seed_parts=(cfg.seed, *seed_parts),
                             max_new_tokens=cfg.eval.max_new_tokens, temperature=cfg.eval.temperature,
-                            top_p=cfg.eval.top_p, progress=cfg.progress, desc="eval")
+                            top_p=cfg.eval.top_p, few_shot=few_shot, progress=cfg.progress, desc="eval")
 
 
 def write_eval(out: Path, samples: Sequence[Sample], summary: dict, cfg_dict: dict) -> None:
@@ -190,7 +215,7 @@ def run_eval(cfg: Config) -> dict:
     out = Path(cfg.out)
     questions = load_questions(cfg.data, cfg.data.split)  # bad data fails before the model loads
     adapter = resolve_checkpoint(cfg.checkpoint) if cfg.checkpoint else None
-    few_shot = load_questions(cfg.data, "dev")[: cfg.prompt.few_shot] if cfg.prompt.few_shot else ()
+    few_shot = few_shot_examples(cfg)
     t0 = time.time()
     model, tok = load_model(cfg.model)
     if adapter is not None:

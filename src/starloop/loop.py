@@ -28,7 +28,7 @@ from starloop.data import load_questions
 from starloop.errors import StarloopError
 from starloop.fast_sampling import make_sampler
 from starloop.loggers import open_logger
-from starloop.metrics import summarize
+from starloop.metrics import clustered_interval, mcnemar, summarize
 from starloop.records import Question, Sample, read_samples, write_samples
 from starloop.runstate import RunLock, check_or_save_config
 
@@ -107,6 +107,7 @@ def sample_stage(policy: Policy, cfg: Config, questions: list[Question], folder:
     size = part_questions(batch_size, k, distributed.world()[1])
     n_parts = (len(todo) + size - 1) // size
     sampler = make_sampler(cfg.model, policy.model, policy.tok, batch_size) if todo else None
+    few_shot = evaluate.few_shot_examples(cfg) if todo else {}
     first = len(parts)
     for p in range(n_parts):
         qs = todo[p * size : (p + 1) * size]
@@ -116,7 +117,7 @@ def sample_stage(policy: Policy, cfg: Config, questions: list[Question], folder:
             return evaluate.sample_questions(
                 sampler, policy.tok, share, cfg.prompt, k=k, seed_parts=seed_parts,
                 max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, hints=h,
-                progress=cfg.progress and distributed.is_main(), desc=f"{desc} [{p + 1}/{n_parts}]")
+                few_shot=few_shot, progress=cfg.progress and distributed.is_main(), desc=f"{desc} [{p + 1}/{n_parts}]")
 
         samples = distributed.map_sharded(run, qs, per_item=k)
         write_samples(folder / f"part_{first + p:05d}.csv", samples)
@@ -142,6 +143,7 @@ def validate_stage(policy: Policy, cfg: Config, val_qs: list[Question], folder: 
     elif cfg.eval.mode == "logit":
         samples = distributed.map_sharded(
             lambda share: evaluate.letter_logit_samples(policy.model, policy.tok, share,
+                                                        few_shot=evaluate.few_shot_examples(cfg),
                                                         batch_size=cfg.eval.batch_size, progress=cfg.progress),
             val_qs)
     else:
@@ -151,10 +153,20 @@ def validate_stage(policy: Policy, cfg: Config, val_qs: list[Question], folder: 
                                desc=f"validate iter {iteration}")
     lines = []
     langs = sorted({s.language for s in samples})
+    earlier = {name: _val_correct(folder.parent.parent / f"iter_{k}" / "val")
+               for name, k in (("prev", iteration - 1), ("base", 0)) if iteration >= 1 and k >= 0}
     for lang in langs + (["all"] if len(langs) > 1 else []):
         sub = [s for s in samples if lang == "all" or s.language == lang]
-        lines.append({"iteration": iteration, "split": cfg.data.val_split, "language": lang, **summarize(sub),
-                      **extra, "wall_s": round(time.time() - t0, 2)})
+        line = {"iteration": iteration, "split": cfg.data.val_split, "language": lang, **summarize(sub)}
+        if lang == "all":  # the same questions in every language: a language-clustered interval too
+            ci = clustered_interval([s.correct for s in sub], [s.language for s in sub])
+            line["ci_low_clustered"], line["ci_high_clustered"] = ci if ci else (None, None)
+        now = {s.question_id: s.correct for s in sub}
+        for name, before in earlier.items():  # paired test against the same questions before
+            if before is not None and (name == "prev" or iteration > 1):
+                m = mcnemar(before, now)
+                line.update({f"mcnemar_{name}_b": m["b"], f"mcnemar_{name}_c": m["c"], f"mcnemar_{name}_p": m["p"]})
+        lines.append({**line, **extra, "wall_s": round(time.time() - t0, 2)})
     write_samples(folder / "generations.csv", samples)
     io.write_json(folder / "metrics.json", lines)
     io.mark_done(folder)
@@ -162,6 +174,13 @@ def validate_stage(policy: Policy, cfg: Config, val_qs: list[Question], folder: 
         log.info("iteration %d %s: accuracy %.3f [%.3f, %.3f] parse %.3f (n=%d)", iteration, ln["language"],
                  ln["accuracy"], ln["ci_low"], ln["ci_high"], ln["parse_rate"], ln["n"])
     return lines
+
+
+def _val_correct(folder: Path) -> dict[str, bool] | None:
+    """question id -> correct of a finished validation folder (None if it is not there)."""
+    if not io.is_done(folder) or not (folder / "generations.csv").exists():
+        return None
+    return {s.question_id: s.correct for s in read_samples(folder / "generations.csv") if s.sample_index == 0}
 
 
 def rebuild_metrics(out: Path) -> list[dict]:
@@ -179,24 +198,34 @@ def training_data(cfg: Config, samples: list[Sample]):
     t = cfg.trainer
     if t.strategy == "sft":
         return build.sft_examples(samples, max_per_question=t.max_kept_per_question, dedupe=t.dedupe,
-                                  filter_degenerate=t.filter_degenerate, min_rationale_words=t.min_rationale_words)
+                                  filter_degenerate=t.filter_degenerate, min_rationale_words=t.min_rationale_words,
+                                  keep_truncated=t.keep_truncated, require_gain=t.require_gain)
     if t.strategy == "dpo":
         return build.preference_pairs(samples, pairing=t.dpo_pairing, per_question=t.dpo_pairs_per_question,
                                       filter_degenerate=t.filter_degenerate,
-                                      min_rationale_words=t.min_rationale_words)
+                                      min_rationale_words=t.min_rationale_words, keep_truncated=t.keep_truncated,
+                                      require_gain=t.require_gain)
     return build.reward_examples(samples, t.reward, filter_degenerate=t.filter_degenerate,
-                                 degenerate_penalty=t.degenerate_penalty)
+                                 degenerate_penalty=t.degenerate_penalty, require_gain=t.require_gain)
 
 
-def units_for(policy: Policy, cfg: Config, data) -> list:
+def units_for(policy: Policy, cfg: Config, data) -> tuple[list, int]:
+    """(tokenized units that fit trainer.max_seq_len, how many samples were dropped as too long)."""
     from starloop import train
 
     t = cfg.trainer
     if t.strategy == "sft":
-        return train.sft_units(policy.tok, data, t)
-    if t.strategy == "dpo":
-        return train.dpo_units(policy.tok, data, t)
-    return train.reward_units(policy.tok, data, t)
+        units = train.sft_units(policy.tok, data, t)
+    elif t.strategy == "dpo":
+        units = train.dpo_units(policy.tok, data, t)
+    else:
+        units = train.reward_units(policy.tok, data, t)
+    kept, dropped = train.drop_too_long(units, t.max_seq_len)
+    if dropped:
+        log.warning("%d of %d training samples are longer than trainer.max_seq_len=%d tokens (prompt + "
+                    "completion) and were dropped, not cut; raise trainer.max_seq_len to keep them",
+                    dropped, len(units), t.max_seq_len)
+    return kept, dropped
 
 
 def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_adapter: Path | None,
@@ -216,7 +245,7 @@ def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_ad
         model = policy.use(None, trainable=True, fresh_seed=seed)
     else:
         model = policy.use(prev_adapter, trainable=True)
-    units = units_for(policy, cfg, data)
+    units, too_long = units_for(policy, cfg, data)
     if t.strategy == "dpo" and units:
         ref = "previous" if (t.dpo_reference == "previous" and prev_adapter is not None) else "base"
         if ref == "previous" and t.restart_from_base:
@@ -227,7 +256,7 @@ def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_ad
             train.fill_reference_logps(model, policy.tok, units, t.train_batch_size, reference=ref)
     validate = None
     if t.val_every_n_steps and val_data:
-        val_units = units_for(policy, cfg, val_data)
+        val_units, _ = units_for(policy, cfg, val_data)
         if t.strategy == "dpo":
             train.fill_reference_logps(model, policy.tok, val_units, t.train_batch_size, reference="base")
         validate = lambda step: {"val_loss": train.objective_loss(model, policy.tok, val_units, t)}
@@ -237,14 +266,14 @@ def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_ad
             warm = [train.Unit(u.ctx, u.cont) for u in units]
             sft_cfg = replace(t, strategy="sft", inner_epochs=t.dpo_sft_warmup_epochs)
             records += train.train(model, policy.tok, warm, sft_cfg, seed=seed, progress=cfg.progress)
-        records += train.train(model, policy.tok, units, t, seed=seed, progress=cfg.progress,
+        records += train.train(model, policy.tok, units, t, seed=seed, iteration=k, progress=cfg.progress,
                                on_log=on_step or (lambda r: log.debug("step %s", r)), validate=validate)
     else:
         log.warning("iteration %d: no training data (no usable samples); the adapter stays untrained", k)
     with io.atomic_path(folder / "adapter") as tmp:
         model.save_pretrained(tmp)
     io.write_text(folder / "log.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    summary = {"n_units": len(units), "steps": len(records),
+    summary = {"n_units": len(units), "steps": len(records), "dropped_too_long": too_long,
                "loss": records[-1]["loss"] if records else None}
     io.mark_done(folder, summary)
     distributed.barrier()  # the adapter is on disk before any process reloads it
@@ -253,19 +282,33 @@ def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_ad
     return summary
 
 
-def preloaded_samples(policy: Policy, cfg: Config, by_id: dict[str, Question]) -> list[Sample]:
-    """trainer.preload_data_for_training, with reward columns added by the current model if missing."""
-    from starloop.scoring import add_rewards
+def reward_columns_needed(cfg: Config) -> set[str]:
+    """Answer-likelihood reward columns the training data needs (the model scores the samples for them)."""
+    t = cfg.trainer
+    cols = {t.reward} if t.strategy in ("reinforce", "weighted_sft") and t.reward != "correct" else set()
+    return cols | ({"gain"} if t.require_gain else set())
+
+
+def add_reward_columns(policy: Policy, cfg: Config, samples: list[Sample], by_id: dict[str, Question]) -> None:
+    from starloop.scoring import add_rewards, read_soft_labels
 
     t = cfg.trainer
+    soft = read_soft_labels(t.soft_labels) if t.label_dist == "file" else None
+    add_rewards(policy.model, policy.tok, samples, by_id, batch_size=t.gen_batch_size, label_dist=t.label_dist,
+                label_smoothing=t.label_smoothing, soft_labels=soft)
+
+
+def preloaded_samples(policy: Policy, cfg: Config, by_id: dict[str, Question]) -> list[Sample]:
+    """trainer.preload_data_for_training, with reward columns added by the current model if missing."""
+    t = cfg.trainer
     samples = read_samples(t.preload_data_for_training)
-    if t.strategy in ("reinforce", "weighted_sft") and t.reward != "correct" \
-            and any(t.reward not in s.extra for s in samples):
+    wanted = reward_columns_needed(cfg)
+    if any(c not in s.extra for s in samples for c in wanted):
         unknown = sorted({s.question_id for s in samples} - set(by_id))
         if unknown:
             raise StarloopError(f"{t.preload_data_for_training}: question id {unknown[0]} is not in the train "
-                                f"split, so its '{t.reward}' reward cannot be computed")
-        add_rewards(policy.model, policy.tok, samples, by_id, batch_size=t.gen_batch_size)
+                                f"split, so its {'/'.join(sorted(wanted))} reward cannot be computed")
+        add_reward_columns(policy, cfg, samples, by_id)
     return samples
 
 
@@ -329,7 +372,10 @@ def run_train(cfg: Config) -> list[dict]:
             policy.use(prev)
             extra = {"kept": len(data), "kept_fraction": len(solved) / max(len(train_qs), 1),
                      "train_loss": summary.get("loss"), "train_accuracy": summarize(
-                         [s for s in samples if not s.hinted]).get("accuracy")}
+                         [s for s in samples if not s.hinted]).get("accuracy"),
+                     "dropped_too_long": summary.get("dropped_too_long", 0),
+                     "dropped_truncated": 0 if t.keep_truncated or t.strategy not in ("sft", "dpo")
+                     else sum(s.correct and s.truncated for s in samples)}
             run_log.validation(k, validate_stage(policy, cfg, val_qs, it / "val", k, extra), it / "val")
             rebuild_metrics(out)
         lines = rebuild_metrics(out)
@@ -342,8 +388,6 @@ def run_train(cfg: Config) -> list[dict]:
 
 def score_iteration(policy: Policy, cfg: Config, train_qs: list[Question], by_id: dict, it: Path, k: int):
     """Sample (and rationalize) with the current policy, add reward columns; -> iter_k/generations.csv."""
-    from starloop.scoring import add_rewards
-
     gens = it / "generations.csv"
     distributed.barrier()
     if gens.exists():
@@ -361,8 +405,8 @@ def score_iteration(policy: Policy, cfg: Config, train_qs: list[Question], by_id
                                     seed_parts=(cfg.seed, "rationalize", k), temperature=t.temperature,
                                     top_p=t.top_p, max_new_tokens=t.max_new_tokens, batch_size=t.gen_batch_size,
                                     hints={q.id: q.gold_letter for q in failed}, desc=f"rationalize iter {k}")
-    if t.strategy in ("reinforce", "weighted_sft") and t.reward != "correct":
-        add_rewards(policy.model, policy.tok, samples, by_id, batch_size=t.gen_batch_size)
+    if reward_columns_needed(cfg):
+        add_reward_columns(policy, cfg, samples, by_id)
     write_samples(gens, samples)
     return samples
 

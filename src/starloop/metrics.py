@@ -70,3 +70,45 @@ def format_table(rows: dict[str, dict], title: str, cols: Sequence[str] = ("n", 
             cells.append((f"{v:.3f}" if isinstance(v, float) else str(v)).rjust(14))
         lines.append(name.ljust(width) + "".join(cells))
     return "\n".join(lines)
+
+
+def mcnemar(before: dict[str, bool], after: dict[str, bool]) -> dict:
+    """Exact McNemar test of two evaluations on the same questions (question id -> correct).
+
+    b = right before and wrong after, c = wrong before and right after; under "no change" each of the
+    b + c discordant questions goes either way with probability 1/2, so the two-sided p-value is
+    min(1, 2 P(Binomial(b + c, 1/2) <= min(b, c))). Only questions in both count."""
+    ids = set(before) & set(after)
+    b = sum(before[i] and not after[i] for i in ids)
+    c = sum(after[i] and not before[i] for i in ids)
+    n = b + c
+    p = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, j) for j in range(min(b, c) + 1)) / 2**n)
+    return {"n": len(ids), "b": b, "c": c, "p": p}
+
+
+# Two-sided 95% quantiles of Student's t by degrees of freedom (beyond 30: the normal's 1.96).
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042]
+
+
+def clustered_interval(correct: Sequence[bool], clusters: Sequence[str]) -> tuple[float, float] | None:
+    """95% interval of a pooled accuracy whose questions come in correlated clusters (languages).
+
+    Cluster-robust (CR1) standard error of the mean, p = sum y / N:
+        var = G / (G - 1) * sum_g (sum_{i in g} (y_i - p))^2 / N^2,   half-width t_{G-1, 0.975} sqrt(var).
+    A Wilson interval treats every question of every language as independent; when the same questions
+    are asked in G languages the pooled accuracy has far fewer independent units. None with < 2 clusters."""
+    groups = sorted(set(clusters))
+    n = len(correct)
+    if len(groups) < 2 or n == 0:
+        return None
+    p = sum(correct) / n
+    resid: dict[str, float] = defaultdict(float)
+    for y, g in zip(correct, clusters):
+        resid[g] += float(y) - p
+    g_n = len(groups)
+    var = g_n / (g_n - 1) * sum(e * e for e in resid.values()) / (n * n)
+    t = _T975[g_n - 2] if g_n - 1 <= len(_T975) else 1.959963984540054
+    half = t * math.sqrt(var)
+    return max(0.0, p - half), min(1.0, p + half)

@@ -65,7 +65,17 @@ def _pct(x: float | None) -> str:
 def _acc_ci(line: dict | None) -> str:
     if not line:
         return "–"
-    return f"{100 * line['accuracy']:.1f}% [{100 * line['ci_low']:.1f}, {100 * line['ci_high']:.1f}]"
+    text = f"{100 * line['accuracy']:.1f}% [{100 * line['ci_low']:.1f}, {100 * line['ci_high']:.1f}]"
+    if line.get("ci_low_clustered") is not None:  # pooled over languages: the language-clustered interval too
+        text += f", clustered [{100 * line['ci_low_clustered']:.1f}, {100 * line['ci_high_clustered']:.1f}]"
+    return text
+
+
+def _paired(line: dict) -> str:
+    """McNemar against the previous iteration: questions lost / gained and the two-sided p-value."""
+    if line.get("mcnemar_prev_p") is None:
+        return "–"
+    return f"-{line['mcnemar_prev_b']} / +{line['mcnemar_prev_c']}, p = {line['mcnemar_prev_p']:.3g}"
 
 
 def _hyper(r: Run) -> str:
@@ -134,12 +144,13 @@ def write_report(runs: Sequence[Run], evals: Sequence[EvalResult], out: Path) ->
         md += ["## Per-iteration metrics", ""]
         for r in runs:
             md += [f"### `{r.name}` ({r.strategy})", ""]
-            rows = [[m["iteration"], m["language"], m["n"], _acc_ci(m), _pct(m.get("parse_rate")),
+            rows = [[m["iteration"], m["language"], m["n"], _acc_ci(m), _paired(m), _pct(m.get("parse_rate")),
                      _pct(m.get("degenerate_rate")), m.get("kept", "–"),
                      _pct(m.get("kept_fraction")) if m["iteration"] > 0 else "–",
                      f"{m['train_loss']:.4f}" if isinstance(m.get("train_loss"), (int, float)) else "–"]
                     for m in sorted(r.metrics, key=lambda m: (m["iteration"], m["language"] != "all"))]
-            md += _table(["iteration", "language", "n", "accuracy [95% CI]", "parse rate", "degenerate",
+            md += _table(["iteration", "language", "n", "accuracy [95% CI]", "vs previous (McNemar)",
+                          "parse rate", "degenerate",
                           "training examples", "kept fraction", "final train loss"], rows) if rows else \
                 ["(no validation yet)"]
             md.append("")
