@@ -241,7 +241,7 @@ def preflight(command: str, cfg, multirun: bool = False, seen: set[str] | None =
 
     from starloop.config import to_dict
     from starloop.data import load_questions
-    from starloop.data.hub import SPECS
+    from starloop.data.sources import SPECS
     from starloop.records import read_samples
     from starloop.runstate import RunLock, check_or_save_config, check_output_folder, check_run_folder
 

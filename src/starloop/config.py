@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from starloop.data.sources import SOURCES
+
 
 @dataclass
 class ModelConfig:
@@ -32,7 +34,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     # Source: mmlu (bundled), mmlu-afr (bundled African-language clinical subset), cais-mmlu, mmmlu,
-    # global-mmlu, afrimmlu (hub datasets).
+    # global-mmlu, afrimmlu, commonsense-qa, arc-challenge, arc-easy, mmlu-pro (hub datasets); the table is
+    # starloop/data/sources.
     name: str = "mmlu"
     # A local folder (hendrycks layout) or file to read instead of the bundled or hub copy.
     path: str | None = None
@@ -301,7 +304,7 @@ def to_dict(obj: Any) -> dict:
 
 # Allowed values of enumerated keys, checked before any model loads.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.name": ("mmlu", "mmlu-afr", "cais-mmlu", "mmmlu", "global-mmlu", "afrimmlu"),
+    "data.name": tuple(SOURCES),  # the source registry (starloop/data/sources)
     "data.split": ("train", "val", "test", "dev", "heldout"),
     "data.train_split": ("train", "val", "test", "dev", "heldout"),
     "data.val_split": ("train", "val", "test", "dev", "heldout"),

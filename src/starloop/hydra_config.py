@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from starloop import config as config_module
+from starloop.data.sources import SOURCES
 from starloop.config import (
     CHOICES,
     RANGES,
@@ -36,14 +37,8 @@ GROUP_OPTIONS: dict[str, dict[str, object]] = {
         "qwen2.5-0.5b": ModelConfig(name="qwen2.5-0.5b"),
         "custom": ModelConfig(),  # `model=PATH` is rewritten to model=custom model.name=PATH
     },
-    "data": {
-        "mmlu": DataConfig(),
-        "mmlu-afr": DataConfig(name="mmlu-afr", language="zu"),
-        "cais-mmlu": DataConfig(name="cais-mmlu"),
-        "mmmlu": DataConfig(name="mmmlu", language="YO_NG"),
-        "global-mmlu": DataConfig(name="global-mmlu", language="yo"),
-        "afrimmlu": DataConfig(name="afrimmlu", language="yor"),
-    },
+    # One preset per data source (starloop/data/sources), in its default language.
+    "data": {name: DataConfig(name=name, language=s.default_language) for name, s in SOURCES.items()},
     "prompt": {
         "native": PromptConfig(),
         "english": PromptConfig(strategy="english"),

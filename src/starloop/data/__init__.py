@@ -7,9 +7,10 @@ See `splits` for how train/val/heldout are made, `rows` for ids (`aligned_id` li
 `languages` for language codes.
 """
 
-from starloop.data.languages import SOURCES, available_languages, language_name
+from starloop.data.languages import available_languages, language_name
 from starloop.data.loader import load_questions
 from starloop.data.rows import aligned_id, clean_text
+from starloop.data.sources import SOURCES
 from starloop.data.splits import LOGICAL_SPLITS
 
 __all__ = [

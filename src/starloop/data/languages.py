@@ -77,58 +77,30 @@ for _line in _TABLE.strip().splitlines():
     _ISO3[_code] = _iso3
     _NAMES[_code] = _name
 
-_GLOBAL_MMLU = tuple(
-    "am ar bn cs de el en es fa fil fr ha he hi id ig it ja ko ky lt mg ms ne nl ny pl pt ro ru "  # noqa: SIM905
-    "si sn so sr sv sw te tr uk vi yo zh".split()
-)
-_AFRIMMLU = tuple("am en ee fr ha ig rw ln lg om sn st sw tw wo xh yo zu".split())  # noqa: SIM905
+def iso3(code: str) -> str:
+    """ISO 639-3 code of one of our language codes (`yo` -> `yor`)."""
+    return _ISO3[code]
 
-# Per source: our code -> the source's own name for it (hub config, or file-name suffix for the CSV sets;
-# "" = the unsuffixed English files).
-SOURCE_LANGUAGES: dict[str, dict[str, str]] = {
-    "mmlu": {"en": ""},
-    "mmlu-afr": {
-        c: ("" if c == "en" else c)
-        for c in ("en", "af", "am", "bm", "ig", "nso", "sn", "st", "tn", "ts", "xh", "zu")
-    },
-    "cais-mmlu": {"en": "all"},
-    "mmmlu": {
-        c: loc
-        for loc in (
-            "AR_XY",
-            "BN_BD",
-            "DE_DE",
-            "ES_LA",
-            "FR_FR",
-            "HI_IN",
-            "ID_ID",
-            "IT_IT",
-            "JA_JP",
-            "KO_KR",
-            "PT_BR",
-            "SW_KE",
-            "YO_NG",
-            "ZH_CN",
-        )
-        for c in [loc.split("_")[0].lower()]
-    },
-    "global-mmlu": {c: c for c in _GLOBAL_MMLU},
-    "afrimmlu": {c: _ISO3[c] for c in _AFRIMMLU},
-}
 
-SOURCES = tuple(SOURCE_LANGUAGES)
+def source_languages(name: str) -> dict[str, str]:
+    """Per source: our code -> the source's own name for it (hub config, or CSV file-name suffix)."""
+    from starloop.data.sources import SOURCES
+
+    return SOURCES[name].languages
 
 
 def check_source(name: str) -> str:
     """The source name, or ConfigError on `data.name` listing the valid ones."""
-    if name not in SOURCE_LANGUAGES:
+    from starloop.data.sources import SOURCES
+
+    if name not in SOURCES:
         raise ConfigError("data.name", f"unknown data source {name!r}; choose one of {', '.join(SOURCES)}")
     return name
 
 
 def available_languages(name: str) -> list[str]:
     """Language codes of a source (the ones `data.language=all` loads for a bundled source)."""
-    return list(SOURCE_LANGUAGES[check_source(name)])
+    return list(source_languages(check_source(name)))
 
 
 def language_name(code: str) -> str:
@@ -146,7 +118,7 @@ def normalize_language(value: str, known: list[str] | None = None) -> str | None
     candidates = known if known is not None else list(_NAMES)
     for code in candidates:
         aliases = {code, _ISO3.get(code, code), _NAMES.get(code, code).lower()}
-        for source_langs in SOURCE_LANGUAGES.values():
+        for source_langs in _all_source_languages():
             if source_langs.get(code):
                 aliases.add(source_langs[code].lower())
         if v in aliases:
@@ -172,4 +144,10 @@ def resolve_language(name: str, value: str, local_codes: list[str] | None = None
 
 def source_config(name: str, code: str) -> str:
     """The source's own name for a language code (hub config name or file suffix)."""
-    return SOURCE_LANGUAGES[name][code]
+    return source_languages(name)[code]
+
+
+def _all_source_languages() -> list[dict[str, str]]:
+    from starloop.data.sources import SOURCES
+
+    return [s.languages for s in SOURCES.values()]

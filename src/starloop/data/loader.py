@@ -1,7 +1,7 @@
 """`load_questions(cfg, split)`: resolve the source and languages, load native splits, derive the logical one.
 
-Sources: `mmlu` (bundled hendrycks CSVs), `mmlu-afr` (bundled African clinical subset), or any hendrycks folder
-or file given as `data.path`; and the hub datasets of `hub.SPECS`, downloaded or read from a local copy.
+Sources (`starloop.data.sources.SOURCES`): the bundled Hendrycks-layout archives (`mmlu`, `mmlu-afr`), or any
+Hendrycks folder or file given as `data.path`; and the hub datasets, downloaded or read from a local copy.
 """
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from starloop.data import hendrycks, local_files
-from starloop.data.hub import SPECS, convert_rows, remote_rows
+from starloop.data.hub import convert_rows, remote_rows
 from starloop.data.languages import (
-    SOURCE_LANGUAGES,
     check_source,
     normalize_language,
     resolve_language,
     source_config,
+    source_languages,
 )
-from starloop.data.rows import Collector, aligned_id, clean_subject, id_prefix
+from starloop.data.sources import SPECS
+from starloop.data.rows import Collector, aligned_id, clean_subject, id_prefix, native_split
 from starloop.data.splits import (
     apply_limit,
     check_split,
@@ -31,12 +32,9 @@ from starloop.data.splits import (
 from starloop.errors import ConfigError, DataError
 from starloop.records import Question
 
-BUNDLED = {"mmlu": "mmlu.tar.xz", "mmlu-afr": "mmlu-afr.tar.xz"}
-
-
 def bundled_path(name: str) -> Path:
-    """Path of a bundled archive inside the installed package."""
-    res = importlib.resources.files("starloop") / "resources" / "data" / BUNDLED[name]
+    """Path of a bundled source's archive inside the installed package (`<name>.tar.xz`)."""
+    res = importlib.resources.files("starloop") / "resources" / "data" / f"{name}.tar.xz"
     return Path(str(res))
 
 
@@ -67,7 +65,7 @@ class _CsvSource:
             self.suffix[code] = None
             self.languages = [code]
         else:
-            known = SOURCE_LANGUAGES[name]
+            known = source_languages(name)
             for sfx in suffixes:
                 code = "en" if sfx == "" else (normalize_language(sfx) or sfx)
                 self.suffix[code] = sfx
@@ -98,7 +96,7 @@ class _HubSource:
     def __init__(self, name: str, path: Path | None, language: str):
         self.name, self.spec, self.reference = name, SPECS[name], None
         self._cache: dict[tuple[str, str], list[Question]] = {}
-        configs = SOURCE_LANGUAGES[name]
+        configs = source_languages(name)
         self.units: dict[str, list[local_files.Unit]] | None = None
         self.where = str(path) if path is not None else f"hf://datasets/{self.spec.repo}"
         want_all = str(language).strip().lower() == "all"
@@ -134,10 +132,16 @@ class _HubSource:
                 )
             self.units = {code: units}
 
+    def _local_name(self, split: str) -> str:
+        """The split a local copy's file names say for our native `split` (MMLU-Pro's `validation` files
+        hold its `dev` split)."""
+        return native_split(self.spec.splits.get(split, split)) or split
+
     def native_splits(self, lang: str) -> set[str]:
         if self.units is None:
             return set(self.spec.splits)
-        return local_files.splits_of(self.units[lang])
+        local = local_files.splits_of(self.units[lang])
+        return {s for s in self.spec.splits if self._local_name(s) in local}
 
     def load(self, lang: str, split: str) -> list[Question]:
         if (lang, split) in self._cache:
@@ -146,7 +150,7 @@ class _HubSource:
         if self.units is None:
             rows = remote_rows(self.spec, source_config(self.name, lang), split)
         else:
-            rows = local_files.read_units(self.units[lang], split)
+            rows = local_files.read_units(self.units[lang], self._local_name(split))
         convert_rows(self.spec, rows, c)
         if not c.questions:
             raise DataError(self.where, f"split {split!r} of language {lang} has no rows")
