@@ -109,7 +109,9 @@ def run_starloop(model, tok, kind, micro, accum, gc_on, seq, steps, vocab, devic
         per_step = micro * accum * 2 * seq
         sync(device)
         t = time.perf_counter()
-        sl_train.fill_reference_logps(peft_model, tok, units, batch_size=micro)
+        from starloop.strategies.dpo import fill_reference_logps
+
+        fill_reference_logps(peft_model, tok, units, batch_size=micro)
         sync(device)
         res["ref_pass_tok_s"] = n_units * 2 * seq / (time.perf_counter() - t)
     clock = StepClock(device)

@@ -185,3 +185,18 @@ def test_weighted_sft_reduces_to_sft_for_equal_rewards():
     n = torch.tensor([[2, 3], [1, 5]])
     got = weighted_sft_loss(logp, n, torch.zeros(2, 2), None, 0.7)
     assert got.item() == pytest.approx(sft_loss(logp.flatten(), n.flatten()).item())  # 14 / 11
+
+
+def test_group_normalized_advantages_by_hand():
+    from starloop.losses import group_normalized_advantages
+
+    # q0: [1, 0, 0, 1] mean .5 std .5 -> [1, -1, -1, 1]; q1: [2, 2, 2, 2] -> 0
+    r = t(1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0).view(2, 4)
+    got = group_normalized_advantages(r, eps=0.0 + 1e-12)
+    assert got.flatten().tolist() == pytest.approx([1, -1, -1, 1, 0, 0, 0, 0], abs=1e-6)
+    # flat groups of unequal size; no std scaling: [3, 1] -> [1, -1]; [0, 3, 6] -> [-3, 0, 3]
+    flat = group_normalized_advantages(t(3.0, 0.0, 1.0, 3.0, 6.0), ["a", "b", "a", "b", "b"], scale_std=False)
+    assert flat.tolist() == pytest.approx([1.0, -3.0, -1.0, 0.0, 3.0])
+    # with std: [0, 3, 6] has std sqrt(6) -> [-3, 0, 3] / sqrt(6)
+    scaled = group_normalized_advantages(t(0.0, 3.0, 6.0), [0, 0, 0], eps=0.0)
+    assert scaled.tolist() == pytest.approx([-3 / math.sqrt(6), 0.0, 3 / math.sqrt(6)])

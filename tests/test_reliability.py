@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from starloop import io
+from starloop import io, strategies
 from starloop.errors import StarloopError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,8 +198,8 @@ def test_nan_steps_stop_the_run_and_keep_the_last_good_adapter(tiny_policy, tmp_
         loss, metrics = real(model, tok, units, c, totals)
         return loss * float("nan"), metrics
 
-    real = train.OBJECTIVES["sft"]
-    monkeypatch.setitem(train.OBJECTIVES, "sft", nan_loss)
+    real = strategies.get("sft").batch_loss
+    monkeypatch.setattr(strategies.get("sft"), "batch_loss", nan_loss)
     cfg.trainer.inner_epochs = 3  # 9 steps: enough for MAX_NONFINITE_IN_A_ROW in a row
     with caplog.at_level(logging.WARNING), pytest.raises(StarloopError, match="non-finite.*last good adapter"):
         loop.train_stage(policy, cfg, 2, _examples(), tmp_path / "iter_2" / "train", adapter)
@@ -213,15 +213,15 @@ def test_one_nan_step_is_skipped_and_training_goes_on(tiny_policy, monkeypatch, 
 
     policy, cfg = tiny_policy
     model = policy.use(None, trainable=True, fresh_seed=0)
-    units = train.sft_units(policy.tok, _examples(), cfg.trainer)
-    real, calls = train.OBJECTIVES["sft"], []
+    units = strategies.get("sft").units(policy.tok, _examples(), cfg.trainer)
+    real, calls = strategies.get("sft").batch_loss, []
 
     def first_nan(model, tok, u, c, totals):
         calls.append(1)
         loss, metrics = real(model, tok, u, c, totals)
         return (loss * float("nan") if len(calls) == 1 else loss), metrics
 
-    monkeypatch.setitem(train.OBJECTIVES, "sft", first_nan)
+    monkeypatch.setattr(strategies.get("sft"), "batch_loss", first_nan)
     with caplog.at_level(logging.WARNING):
         records = train.train(model, policy.tok, units, cfg.trainer, seed=0, progress=False)
     assert len(records) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in records)  # 3 batches, 1 skipped
@@ -290,7 +290,7 @@ def test_training_oom_stops_with_the_knobs_to_turn(tiny_policy):
 
     policy, cfg = tiny_policy
     model = policy.use(None, trainable=True, fresh_seed=0)
-    units = train.sft_units(policy.tok, _examples(), cfg.trainer)
+    units = strategies.get("sft").units(policy.tok, _examples(), cfg.trainer)
     handle, _ = _oom_above(model, 1)
     try:
         with pytest.raises(StarloopError) as e:
@@ -320,7 +320,7 @@ def test_training_does_not_depend_on_the_process_rng(tiny_policy):
 
     policy, cfg = tiny_policy
     assert cfg.trainer.lora_dropout > 0
-    units = train.sft_units(policy.tok, _examples(), cfg.trainer)
+    units = strategies.get("sft").units(policy.tok, _examples(), cfg.trainer)
     weights = []
     for earlier_draws in (0, 7):
         model = policy.use(None, trainable=True, fresh_seed=0)

@@ -32,6 +32,11 @@ def test_expected_likelihood_uses_the_configured_label_distribution(tiny, questi
     by_id = {q.id: q for q in questions}
     gold = _samples(questions)
     add_rewards(model, tok, gold, by_id, label_dist="gold")
+    from starloop.config import CHOICES
+    from starloop.rewards import REWARDS
+
+    assert all(set(REWARDS) <= set(s.extra) for s in gold)  # every registered reward is a column
+    assert CHOICES["trainer.reward"] == ("correct", *REWARDS)
     assert all(s.extra["expected_likelihood"] == pytest.approx(s.extra["answer_logprob"], abs=1e-5) for s in gold)
     smooth = _samples(questions)
     add_rewards(model, tok, smooth, by_id, label_dist="smoothed", label_smoothing=0.3)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from starloop import train
+from starloop import strategies, train
+from starloop.strategies import dpo
 from starloop.build import Example
 from starloop.config import TrainerConfig
 from starloop.models import attach_lora
@@ -30,7 +31,7 @@ def test_training_changes_every_lora_parameter_and_no_base_weight(fresh_tiny):
     for n, p in peft_model.named_parameters():
         p.requires_grad_("lora_" in n)
     before = {n: p.detach().clone() for n, p in peft_model.named_parameters()}
-    units = train.sft_units(tok, EXAMPLES, cfg)
+    units = strategies.get("sft").units(tok, EXAMPLES, cfg)
     records = train.train(peft_model, tok, units, cfg, seed=0, progress=False)
     assert len(records) == 4 and all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
     lora = [n for n in before if "lora_" in n]
@@ -45,7 +46,7 @@ def test_single_batch_loss_falls_to_near_zero(fresh_tiny):
     cfg = TrainerConfig(lr=1e-2, train_batch_size=2, lora_r=8, lora_alpha=16, lora_dropout=0.0,
                         single_batch=True, single_batch_steps=60)
     peft_model = attach_lora(model, cfg, seed=0)
-    units = train.sft_units(tok, EXAMPLES[:2], cfg)
+    units = strategies.get("sft").units(tok, EXAMPLES[:2], cfg)
     records = train.train(peft_model, tok, units, cfg, seed=0, progress=False)
     # Frozen random 2-layer base: a LoRA memorizes most, not all, of the batch (11.7 -> ~1.6 nats/token).
     assert records[0]["loss"] > 8 and records[-1]["loss"] < 0.2 * records[0]["loss"]
@@ -60,10 +61,10 @@ def test_dpo_reference_is_adapter_disabled_and_loss_starts_at_log2(fresh_tiny):
         p.requires_grad_("lora_" in n)
     pairs = [PreferencePair(f"q{i}", f"Question {i}?", "Good reasoning. The answer is (A)", "bad bad bad")
              for i in range(4)]
-    units = train.dpo_units(tok, pairs, cfg)
-    train.fill_reference_logps(peft_model, tok, units, batch_size=2)
+    units = strategies.get("dpo").units(tok, pairs, cfg)
+    dpo.fill_reference_logps(peft_model, tok, units, batch_size=2)
     # A fresh LoRA (B = 0) equals the reference: margins are 0 and the loss is log 2.
-    loss, metrics = train.dpo_batch_loss(peft_model, tok, units[:2], cfg, train.StepTotals.of(units[:2], 2))
+    loss, metrics = strategies.get("dpo").batch_loss(peft_model, tok, units[:2], cfg, train.StepTotals.of(units[:2], 2))
     assert abs(loss.item() - 0.6931) < 1e-3 and abs(float(metrics["rewards/margins"])) < 1e-5
     records = train.train(peft_model, tok, units, cfg, seed=0, progress=False)
     assert records[-1]["rewards/margins"] > 0
@@ -75,17 +76,17 @@ def test_nonfinite_loss_skips_then_stops(fresh_tiny, monkeypatch):
     model, tok = fresh_tiny
     cfg = TrainerConfig(train_batch_size=1, lora_r=4)
     peft_model = attach_lora(model, cfg, seed=0)
-    monkeypatch.setitem(train.OBJECTIVES, "sft", lambda m, t, u, c, n: (torch.tensor(float("nan"), requires_grad=True), {}))
+    monkeypatch.setattr(strategies.get("sft"), "batch_loss", lambda m, t, u, c, n: (torch.tensor(float("nan"), requires_grad=True), {}))
     with pytest.raises(StarloopError, match="non-finite"):
-        train.train(peft_model, tok, train.sft_units(tok, EXAMPLES, cfg), cfg, seed=0, progress=False)
+        train.train(peft_model, tok, strategies.get("sft").units(tok, EXAMPLES, cfg), cfg, seed=0, progress=False)
 
 
 def test_validation_every_n_steps_logs_val_loss(fresh_tiny):
     model, tok = fresh_tiny
     cfg = TrainerConfig(lr=1e-2, train_batch_size=2, lora_r=4, val_every_n_steps=2, inner_epochs=2)
     peft_model = attach_lora(model, cfg, seed=0)
-    units = train.sft_units(tok, EXAMPLES, cfg)
-    val_units = train.sft_units(tok, EXAMPLES[:2], cfg)
+    units = strategies.get("sft").units(tok, EXAMPLES, cfg)
+    val_units = strategies.get("sft").units(tok, EXAMPLES[:2], cfg)
     start = train.objective_loss(peft_model, tok, val_units, cfg)
     records = train.train(peft_model, tok, units, cfg, seed=0, progress=False,
                           validate=lambda step: {"val_loss": train.objective_loss(peft_model, tok, val_units, cfg)})

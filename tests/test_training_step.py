@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from starloop import train
+from starloop import strategies, train
+from starloop.strategies import dpo
 from starloop.build import Example
 from starloop.config import TrainerConfig
 from starloop.logprobs import batch_from_pairs, model_sequence_logprobs
@@ -61,7 +62,7 @@ def test_weighted_sft_trains_the_documented_loss(fresh_tiny):
         cfg = TrainerConfig(strategy="weighted_sft", lr=0.0, train_batch_size=4, grad_accum=2, lora_r=4,
                             lora_dropout=0.0, max_grad_norm=0.0, weighted_sft_lambda=1.0)
         peft_model = _lora(model, cfg)
-        units = train.reward_units(tok, _examples(rewards), cfg)
+        units = strategies.get(cfg.strategy).units(tok, _examples(rewards), cfg)
         logp, n = _logps(peft_model, tok, units)
         # weights by hand: softmax of each question's rewards
         w = []
@@ -88,7 +89,7 @@ def test_step_gradient_does_not_depend_on_micro_batching(fresh_tiny, strategy):
                             lora_dropout=0.0, max_grad_norm=0.0, baseline="rloo", max_new_tokens=32)
         peft_model = _lora(model, cfg)
         ex = _examples(rewards)
-        units = train.sft_units(tok, ex, cfg) if strategy == "sft" else train.reward_units(tok, ex, cfg)
+        units = strategies.get("sft").units(tok, ex, cfg) if strategy == "sft" else strategies.get(cfg.strategy).units(tok, ex, cfg)
         grads.append(_step_grads(peft_model, tok, units, cfg))
     for g in grads[1:]:
         assert g.keys() == grads[0].keys()
@@ -103,7 +104,7 @@ def test_reinforce_step_is_the_sequence_level_policy_gradient(fresh_tiny):
     cfg = TrainerConfig(strategy="reinforce", lr=0.0, train_batch_size=2, grad_accum=4, lora_r=4,
                         lora_dropout=0.0, max_grad_norm=0.0, baseline="rloo", max_new_tokens=31)
     peft_model = _lora(model, cfg)
-    units = train.reward_units(tok, _examples(rewards), cfg)
+    units = strategies.get(cfg.strategy).units(tok, _examples(rewards), cfg)
     got = _step_grads(peft_model, tok, units, cfg)
     # RLOO by hand: q0 [0,1,1,1] -> [-1, 1/3, 1/3, 1/3]; q1 [1,0,0,.5] -> [1-1/6, -1/2, -1/2, .5-1/3]
     adv = torch.tensor([-1, 1 / 3, 1 / 3, 1 / 3, 5 / 6, -0.5, -0.5, 1 / 6])
@@ -127,18 +128,18 @@ def test_dpo_runs_the_policy_without_dropout(fresh_tiny, monkeypatch):
         cfg = TrainerConfig(strategy="dpo", lr=1e-3, train_batch_size=2, lora_r=4, lora_dropout=0.5,
                             dpo_disable_dropout=disable)
         peft_model = _lora(model, cfg)
-        units = train.dpo_units(tok, pairs, cfg)
-        train.fill_reference_logps(peft_model, tok, units, batch_size=2)
+        units = strategies.get("dpo").units(tok, pairs, cfg)
+        dpo.fill_reference_logps(peft_model, tok, units, batch_size=2)
         seen: set[float] = set()
-        real = train._logps
+        real = dpo.logps
 
         def spy(m, t, ctxs, conts):
             seen.update(x.p for x in m.modules() if isinstance(x, torch.nn.Dropout))
             return real(m, t, ctxs, conts)
 
-        monkeypatch.setattr(train, "_logps", spy)
+        monkeypatch.setattr(dpo, "logps", spy)
         train.train(peft_model, tok, units, cfg, seed=0, progress=False)
-        monkeypatch.setattr(train, "_logps", real)
+        monkeypatch.setattr(dpo, "logps", real)
         assert seen == expected
         assert {x.p for x in peft_model.modules() if isinstance(x, torch.nn.Dropout)} == {0.5}
 
@@ -150,7 +151,7 @@ def test_prompts_are_never_cut_too_long_samples_are_dropped(tiny):
     short = Example("Short question?", "Short answer (A)", "q0")
     long_ = Example("Long question " * 40 + "?", "Answer (B)", "q1")
     cfg = TrainerConfig(max_seq_len=48)
-    units = train.sft_units(tok, [short, long_], cfg)
+    units = strategies.get("sft").units(tok, [short, long_], cfg)
     kept, dropped = train.drop_too_long(units, cfg.max_seq_len)
     assert dropped == 1 and len(kept) == 1
     assert kept[0].ctx == tok(short.prompt, add_special_tokens=False)["input_ids"]
@@ -161,11 +162,11 @@ def test_prompts_are_never_cut_too_long_samples_are_dropped(tiny):
 def test_truncated_samples_train_without_eos(tiny):
     _, tok = tiny
     cfg = TrainerConfig()
-    ended, cut = (train.sft_units(tok, [Example("Q?", "A (B)", "q", eos=e)], cfg)[0] for e in (True, False))
+    ended, cut = (strategies.get("sft").units(tok, [Example("Q?", "A (B)", "q", eos=e)], cfg)[0] for e in (True, False))
     assert ended.cont[-1] == tok.eos_token_id and cut.cont[-1] != tok.eos_token_id
     assert ended.cont[:-1] == cut.cont
     pair = PreferencePair("q", "Q?", "good (A)", "bad bad bad", rejected_eos=False)
-    unit = train.dpo_units(tok, [pair], cfg)[0]
+    unit = strategies.get("dpo").units(tok, [pair], cfg)[0]
     assert unit.cont[-1] == tok.eos_token_id and unit.rejected[-1] != tok.eos_token_id
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from starloop import strategies
 from starloop.data.sources import SOURCES
+from starloop.rewards import REWARDS
 
 
 @dataclass
@@ -84,10 +86,11 @@ class EvalConfig:
 
 
 @dataclass
-class TrainerConfig:
+class _TrainerBase:
     # Outer STaR iterations (metrics are written for iterations 0..iterations).
     iterations: int = 1
-    # How a scored iteration becomes a training signal: sft, dpo, reinforce, weighted_sft.
+    # How a scored iteration becomes a training signal: a strategy of starloop/strategies (sft, dpo,
+    # reinforce, weighted_sft, grpo).
     strategy: str = "sft"
     # Rationales sampled per training question.
     samples_per_question: int = 4
@@ -177,38 +180,10 @@ class TrainerConfig:
     # Reuse a generations CSV for validation instead of sampling.
     preload_data_for_val: str | None = None
 
-    # --- DPO family ---
-    # sigmoid (DPO) or ipo.
-    dpo_loss: str = "sigmoid"
-    # Strength of the implicit KL penalty towards the reference policy (larger = stay closer).
-    dpo_beta: float = 0.1
-    # Weight of the NLL term on chosen responses (iterative RPO); 0 = plain DPO.
-    dpo_nll_weight: float = 0.0
-    # Pairs per question: all, one, or n (up to dpo_pairs_per_question).
-    dpo_pairing: str = "all"
-    # Most pairs per question when dpo_pairing = n.
-    dpo_pairs_per_question: int = 4
-    # Reference policy: base (adapter disabled) or previous (last iteration's adapter, frozen).
-    dpo_reference: str = "base"
-    # SFT epochs on the chosen responses before DPO (for off-policy data).
-    dpo_sft_warmup_epochs: int = 0
-    # Dropout off in the policy during DPO, as in the reference pass (TRL's default); false keeps LoRA dropout.
-    dpo_disable_dropout: bool = True
-
-    # --- Reward strategies (reinforce, weighted_sft) ---
-    # Reward of a sample: correct, answer_logprob, quiet_star, gain, expected_likelihood.
+    # --- Rewards ---
+    # Reward of a sample (reward strategies: reinforce, weighted_sft, grpo): correct, answer_logprob,
+    # quiet_star, gain, expected_likelihood.
     reward: str = "correct"
-    # reinforce baseline: rloo (leave-one-out), mean (including the sample, as Quiet-STaR) or none. Under
-    # rloo and mean, answer_logprob, quiet_star and gain give the same advantages (a per-question constant
-    # cancels); they differ under none and in weighted_sft only through that constant (not at all).
-    baseline: str = "rloo"
-    # reinforce normalisation: token_budget (sum of A * log pi over a step / (sequences a step * (max_new_tokens
-    # + 1)): no length bias) or sequence_mean (per-sequence token means, averaged: favours short sequences).
-    pg_normalization: str = "token_budget"
-    # Clip negative advantages to zero.
-    clip_negative_advantages: bool = False
-    # Temperature lambda of the max-entropy target pi* ~ pi_ref exp(r / lambda).
-    weighted_sft_lambda: float = 1.0
     # D(y|x) of the expected_likelihood reward, log sum_y D(y|x) p(y|x,z): gold (one-hot: = answer_logprob),
     # smoothed (gold with label_smoothing spread over the other options), model (the model's own answer
     # distribution without a rationale, p(y|x)), or file (soft_labels).
@@ -218,6 +193,12 @@ class TrainerConfig:
     # CSV of per-question label distributions for label_dist=file: a question_id column and one column per
     # option letter (A, B, ...), each row summing to 1.
     soft_labels: str | None = None
+
+
+@dataclass
+class TrainerConfig(*reversed(strategies.config_classes()), _TrainerBase):  # type: ignore[misc]
+    """The STaR loop, its training and its rewards; each strategy's own keys come from its config
+    dataclass in starloop/strategies (documented there, keys trainer.<name> like the others)."""
 
 
 @dataclass
@@ -311,14 +292,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "prompt.strategy": ("native", "english", "translate"),
     "model.sampler": ("auto", "hf", "static", "vllm"),
     "eval.mode": ("generate", "logit"),
-    "trainer.strategy": ("sft", "dpo", "reinforce", "weighted_sft"),
+    "trainer.strategy": tuple(strategies.STRATEGIES),
+    **strategies.key_choices(),
     "trainer.scheduler": ("constant", "linear", "cosine"),
-    "trainer.dpo_loss": ("sigmoid", "ipo"),
-    "trainer.dpo_pairing": ("all", "one", "n"),
-    "trainer.dpo_reference": ("base", "previous"),
-    "trainer.reward": ("correct", "answer_logprob", "quiet_star", "gain", "expected_likelihood"),
-    "trainer.baseline": ("rloo", "mean", "none"),
-    "trainer.pg_normalization": ("token_budget", "sequence_mean"),
+    "trainer.reward": ("correct", *REWARDS),  # starloop.rewards.REWARDS
     "trainer.label_dist": ("gold", "smoothed", "model", "file"),
     "logger.name": ("local", "wandb"),
     "logger.mode": ("online", "offline", "disabled"),
@@ -354,17 +331,13 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "trainer.steps_growth": (1e-6, None),
     "trainer.label_smoothing": (0.0, 0.999),
     "trainer.max_seq_len": (16, None),
-    "trainer.dpo_beta": (1e-9, None),
-    "trainer.dpo_nll_weight": (0.0, None),
-    "trainer.dpo_pairs_per_question": (1, None),
-    "trainer.weighted_sft_lambda": (1e-9, None),
     "trainer.single_batch_steps": (1, None),
     "trainer.val_every_n_steps": (0, None),
     "trainer.max_kept_per_question": (1, None),
     "trainer.min_rationale_words": (0, None),
     "trainer.lora_alpha": (1, None),
     "trainer.log_every_n_steps": (1, None),
-    "trainer.dpo_sft_warmup_epochs": (0, None),
+    **strategies.key_ranges(),
     "logger.table_rows": (0, None),
     "launcher.timeout_min": (1, None),
     "launcher.gpus_per_node": (0, None),
@@ -397,12 +370,12 @@ def validate(cfg: Config) -> None:
             raise ConfigError(key, f"{v} is below the minimum {lo}")
         if hi is not None and v > hi:
             raise ConfigError(key, f"{v} is above the maximum {hi}")
-    if cfg.trainer.strategy == "sft" and cfg.trainer.samples_per_question < 1:
-        raise ConfigError("trainer.samples_per_question", "must be at least 1")
     if str(cfg.data.train_split).lower() in ("dev", cfg.data.val_split):
         raise ConfigError("data.train_split", f"{cfg.data.train_split!r} cannot be trained on: dev holds the "
                           "few-shot examples, and the validation split must stay unseen")
     if cfg.trainer.label_dist == "file" and not cfg.trainer.soft_labels:
         raise ConfigError("trainer.soft_labels", "label_dist=file needs a CSV path of per-question label distributions")
-    if cfg.trainer.strategy == "dpo" and cfg.trainer.samples_per_question < 2 and not cfg.trainer.preload_data_for_training:
-        raise ConfigError("trainer.samples_per_question", "dpo needs at least 2 samples per question to form pairs")
+    need = strategies.get(cfg.trainer.strategy).min_samples
+    if cfg.trainer.samples_per_question < need and not cfg.trainer.preload_data_for_training:
+        raise ConfigError("trainer.samples_per_question", f"{cfg.trainer.strategy} needs at least {need} samples per "
+                          "question (dpo: two, to form pairs)")

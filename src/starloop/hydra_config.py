@@ -53,6 +53,8 @@ GROUP_OPTIONS: dict[str, dict[str, object]] = {
         "star": TrainerConfig(rationalize=True),
         # DPO on (correct, wrong) rationale pairs of a question; LoRA DPO wants a small learning rate.
         "dpo": TrainerConfig(strategy="dpo", lr=1e-5),
+        # GRPO-style group-normalised advantages on the answer-likelihood reward.
+        "grpo": TrainerConfig(strategy="grpo", lr=1e-5, reward="answer_logprob"),
         # REINFORCE with a leave-one-out baseline on the correctness reward.
         "reinforce": TrainerConfig(strategy="reinforce", lr=1e-5),
         # SFT weighted by softmax(log p(answer | x, z) / lambda): the max-entropy target of the notes.
@@ -134,28 +136,47 @@ def _comment_block(lines: list[str], lineno: int) -> tuple[str, str]:
 
 
 def class_docs() -> dict[str, tuple[str, list[FieldDoc]]]:
-    """{class name: (docstring, field docs)} of every dataclass in config.py, from its source comments."""
-    path = Path(config_module.__file__)
-    source = path.read_text(encoding="utf-8")
-    lines = source.splitlines()
-    tree = ast.parse(source)
+    """{class name: (docstring, field docs)} of every config group's dataclass, from its source comments.
+
+    A class's fields are read from every dataclass it inherits too, in field order, wherever that class
+    is written (TrainerConfig inherits the training strategies' config dataclasses)."""
     classes = {name: obj for name, obj in vars(config_module).items()
-               if dataclasses.is_dataclass(obj) and isinstance(obj, type) and obj.__module__ == config_module.__name__}
+               if dataclasses.is_dataclass(obj) and isinstance(obj, type) and obj.__module__ == config_module.__name__
+               and not name.startswith("_")}
     prefix = {cls: key for key, cls in GROUP_CLASSES.items()}
     out: dict[str, tuple[str, list[FieldDoc]]] = {}
-    for node in tree.body:
-        if not isinstance(node, ast.ClassDef) or node.name not in classes:
-            continue
-        defaults = {f.name: _default(f) for f in dataclasses.fields(classes[node.name])}
-        fields = []
-        for stmt in node.body:
-            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
-                name = stmt.target.id
-                doc, section = _comment_block(lines, stmt.lineno)
-                key = f"{prefix[node.name]}.{name}" if node.name in prefix else name
-                fields.append(FieldDoc(key, ast.unparse(stmt.annotation), defaults.get(name), doc, section))
-        out[node.name] = (ast.get_docstring(node) or "", fields)
+    for name, cls in classes.items():
+        defaults = {f.name: _default(f) for f in dataclasses.fields(cls)}
+        found: dict[str, FieldDoc] = {}
+        for base in reversed(cls.__mro__):
+            node, lines = _class_node(base)
+            if node is None:
+                continue
+            for stmt in node.body:
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                    fname = stmt.target.id
+                    doc, section = _comment_block(lines, stmt.lineno)
+                    key = f"{prefix[name]}.{fname}" if name in prefix else fname
+                    found[fname] = FieldDoc(key, ast.unparse(stmt.annotation), defaults.get(fname), doc, section)
+        fields = [found[f.name] for f in dataclasses.fields(cls)]
+        node, _ = _class_node(cls)
+        out[name] = ((ast.get_docstring(node) if node else None) or "", fields)
     return out
+
+
+def _class_node(cls: type) -> tuple[ast.ClassDef | None, list[str]]:
+    """The ClassDef of a dataclass in its source file, and that file's lines; (None, []) for others."""
+    import inspect
+    import sys
+
+    if not dataclasses.is_dataclass(cls):
+        return None, []
+    path = inspect.getsourcefile(sys.modules[cls.__module__])
+    source = Path(path).read_text(encoding="utf-8") if path else ""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef) and node.name == cls.__name__:
+            return node, source.splitlines()
+    return None, []
 
 
 def _default(f: dataclasses.Field) -> object:

@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
-from starloop import build, distributed, evaluate, io
+from starloop import distributed, evaluate, io, strategies
 from starloop.config import Config, to_dict
 from starloop.data import load_questions
 from starloop.errors import StarloopError
@@ -195,18 +195,7 @@ def rebuild_metrics(out: Path) -> list[dict]:
 
 
 def training_data(cfg: Config, samples: list[Sample]):
-    t = cfg.trainer
-    if t.strategy == "sft":
-        return build.sft_examples(samples, max_per_question=t.max_kept_per_question, dedupe=t.dedupe,
-                                  filter_degenerate=t.filter_degenerate, min_rationale_words=t.min_rationale_words,
-                                  keep_truncated=t.keep_truncated, require_gain=t.require_gain)
-    if t.strategy == "dpo":
-        return build.preference_pairs(samples, pairing=t.dpo_pairing, per_question=t.dpo_pairs_per_question,
-                                      filter_degenerate=t.filter_degenerate,
-                                      min_rationale_words=t.min_rationale_words, keep_truncated=t.keep_truncated,
-                                      require_gain=t.require_gain)
-    return build.reward_examples(samples, t.reward, filter_degenerate=t.filter_degenerate,
-                                 degenerate_penalty=t.degenerate_penalty, require_gain=t.require_gain)
+    return strategies.get(cfg.trainer.strategy).build(samples, cfg.trainer)
 
 
 def units_for(policy: Policy, cfg: Config, data) -> tuple[list, int]:
@@ -214,12 +203,7 @@ def units_for(policy: Policy, cfg: Config, data) -> tuple[list, int]:
     from starloop import train
 
     t = cfg.trainer
-    if t.strategy == "sft":
-        units = train.sft_units(policy.tok, data, t)
-    elif t.strategy == "dpo":
-        units = train.dpo_units(policy.tok, data, t)
-    else:
-        units = train.reward_units(policy.tok, data, t)
+    units = strategies.get(t.strategy).units(policy.tok, data, t)
     kept, dropped = train.drop_too_long(units, t.max_seq_len)
     if dropped:
         log.warning("%d of %d training samples are longer than trainer.max_seq_len=%d tokens (prompt + "
@@ -240,32 +224,22 @@ def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_ad
     if io.is_done(folder):
         return json.loads((folder / "DONE").read_text())
     t = cfg.trainer
+    strategy = strategies.get(t.strategy)
     seed = hash_seed(cfg.seed, "lora", k)
     if t.restart_from_base or prev_adapter is None:
         model = policy.use(None, trainable=True, fresh_seed=seed)
     else:
         model = policy.use(prev_adapter, trainable=True)
     units, too_long = units_for(policy, cfg, data)
-    if t.strategy == "dpo" and units:
-        ref = "previous" if (t.dpo_reference == "previous" and prev_adapter is not None) else "base"
-        if ref == "previous" and t.restart_from_base:
-            ref_model = policy.use(prev_adapter)
-            train.fill_reference_logps(ref_model, policy.tok, units, t.train_batch_size, reference="previous")
-            model = policy.use(None, trainable=True, fresh_seed=seed)
-        else:
-            train.fill_reference_logps(model, policy.tok, units, t.train_batch_size, reference=ref)
+    val_units = units_for(policy, cfg, val_data)[0] if t.val_every_n_steps and val_data else None
+    model = strategy.prepare(strategies.TrainContext(policy, model, units, val_units, prev_adapter, seed,
+                                                     cfg.progress))
     validate = None
-    if t.val_every_n_steps and val_data:
-        val_units, _ = units_for(policy, cfg, val_data)
-        if t.strategy == "dpo":
-            train.fill_reference_logps(model, policy.tok, val_units, t.train_batch_size, reference="base")
+    if val_units:
         validate = lambda step: {"val_loss": train.objective_loss(model, policy.tok, val_units, t)}
     records: list[dict] = []
     if units:
-        if t.strategy == "dpo" and t.dpo_sft_warmup_epochs:
-            warm = [train.Unit(u.ctx, u.cont) for u in units]
-            sft_cfg = replace(t, strategy="sft", inner_epochs=t.dpo_sft_warmup_epochs)
-            records += train.train(model, policy.tok, warm, sft_cfg, seed=seed, progress=cfg.progress)
+        records += strategy.pre_train(model, policy.tok, units, t, seed, cfg.progress)
         records += train.train(model, policy.tok, units, t, seed=seed, iteration=k, progress=cfg.progress,
                                on_log=on_step or (lambda r: log.debug("step %s", r)), validate=validate)
     else:
@@ -285,8 +259,7 @@ def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_ad
 def reward_columns_needed(cfg: Config) -> set[str]:
     """Answer-likelihood reward columns the training data needs (the model scores the samples for them)."""
     t = cfg.trainer
-    cols = {t.reward} if t.strategy in ("reinforce", "weighted_sft") and t.reward != "correct" else set()
-    return cols | ({"gain"} if t.require_gain else set())
+    return strategies.get(t.strategy).reward_columns(t) | ({"gain"} if t.require_gain else set())
 
 
 def add_reward_columns(policy: Policy, cfg: Config, samples: list[Sample], by_id: dict[str, Question]) -> None:
@@ -374,7 +347,7 @@ def run_train(cfg: Config) -> list[dict]:
                      "train_loss": summary.get("loss"), "train_accuracy": summarize(
                          [s for s in samples if not s.hinted]).get("accuracy"),
                      "dropped_too_long": summary.get("dropped_too_long", 0),
-                     "dropped_truncated": 0 if t.keep_truncated or t.strategy not in ("sft", "dpo")
+                     "dropped_truncated": 0 if t.keep_truncated or not strategies.get(t.strategy).imitates
                      else sum(s.correct and s.truncated for s in samples)}
             run_log.validation(k, validate_stage(policy, cfg, val_qs, it / "val", k, extra), it / "val")
             rebuild_metrics(out)
@@ -412,17 +385,14 @@ def score_iteration(policy: Policy, cfg: Config, train_qs: list[Question], by_id
 
 
 def _load_or_build(cfg: Config, samples: list[Sample], path: Path):
-    from starloop.build import Example
-    from starloop.records import PreferencePair
-
     if path.exists():
         rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-        cls = PreferencePair if cfg.trainer.strategy == "dpo" else Example
+        cls = strategies.get(cfg.trainer.strategy).record
         return [cls(**r) for r in rows]
     data = training_data(cfg, samples)
     io.write_text(path, "".join(json.dumps(asdict(x), ensure_ascii=False) + "\n" for x in data))
-    if not data and cfg.trainer.strategy == "dpo":
-        log.warning("no preference pairs: every question's samples were all correct or all wrong")
+    if not data:
+        log.warning("iteration data: no %s training examples from these samples", cfg.trainer.strategy)
     return data
 
 

@@ -213,6 +213,24 @@ def advantages(
     return adv.clamp(min=0) if clip_negative else adv
 
 
+def group_normalized_advantages(rewards: Tensor, group_ids: GroupIds | None = None, scale_std: bool = True,
+                                eps: float = 1e-6) -> Tensor:
+    """GRPO's advantages (Shao et al. 2024), detached:
+
+        A_i = (r_i - mean_g r) / (std_g r + eps)      scale_std False: A_i = r_i - mean_g r
+
+    std is the population standard deviation of the question's rewards (sample included). A group whose
+    rewards are all equal gets A = 0. rewards: [Q, K], or [N] with group_ids; returns rewards' shape."""
+    values = as_reward(rewards)
+    sums, counts = group_sum_count(values, group_ids)
+    mean = sums / counts
+    centred = values - mean
+    if not scale_std:
+        return centred
+    sq, _ = group_sum_count(centred * centred, group_ids)
+    return centred / (torch.sqrt(sq / counts) + eps)
+
+
 def target_weights(rewards: Tensor, group_ids: GroupIds | None = None, lam: float = 1.0) -> Tensor:
     """Self-normalised weights of the max-entropy target on each group's samples (detached):
 

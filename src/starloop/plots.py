@@ -13,7 +13,7 @@ from typing import Any
 from starloop.results import EvalResult, Run, flatten, varying_keys
 
 CHANCE_CHOICES = 4  # every supported benchmark (MMLU and its translations) has four options
-STRATEGY_STYLE = {"sft": "-", "dpo": "--", "reinforce": "-.", "weighted_sft": ":"}
+LINE_STYLES = ("-", "--", "-.", ":", (0, (3, 1, 1, 1, 1, 1)))  # one per strategy, in registry order
 
 
 # --- labels --------------------------------------------------------------------------------------
@@ -111,7 +111,14 @@ class Style:
 def run_styles(runs: Sequence[Run]) -> dict[int, Style]:
     """One label, colour and line style (by strategy) per run, shared by every plot: {id(run): Style}."""
     lab, colors = labels(runs), _colors(len(runs))
-    return {id(r): Style(lab[i], colors[i], STRATEGY_STYLE.get(r.strategy, "-")) for i, r in enumerate(runs)}
+    return {id(r): Style(lab[i], colors[i], _line_style(r.strategy)) for i, r in enumerate(runs)}
+
+
+def _line_style(strategy: str):
+    from starloop.strategies import STRATEGIES
+
+    names = list(STRATEGIES)
+    return LINE_STYLES[names.index(strategy) % len(LINE_STYLES)] if strategy in names else "-"
 
 
 REFERENCE_LABELS = ("random chance", "coin flip", "no preference")

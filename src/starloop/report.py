@@ -26,7 +26,6 @@ from starloop import io
 from starloop.errors import StarloopError
 from starloop.plots import (
     CHANCE_CHOICES,
-    STRATEGY_STYLE,
     Style,
     labels,
     legend_keys,
@@ -81,10 +80,18 @@ def _paired(line: dict) -> str:
 def _hyper(r: Run) -> str:
     t = r.config.get("trainer", {})
     parts = [f"lr {t.get('lr'):g}" if isinstance(t.get("lr"), (int, float)) else None,
-             f"β {t.get('dpo_beta')}" if r.strategy == "dpo" else None,
+             *_strategy_keys(r.strategy, t),
              f"{t.get('samples_per_question')} samples/q" if t.get("samples_per_question") else None,
              f"LoRA r {t.get('lora_r')}" if t.get("lora_r") else None]
     return ", ".join(p for p in parts if p)
+
+
+def _strategy_keys(strategy: str, t: dict) -> list[str]:
+    """The run's values of its strategy's headline keys (`Strategy.headline`, e.g. dpo: β)."""
+    from starloop.strategies import STRATEGIES
+
+    s = STRATEGIES.get(strategy)
+    return [f"{label} {t[k]}" for k, label in (s.headline if s else {}).items() if k in t]
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -204,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 
 # Loading and plotting live in starloop.results and starloop.plots; their names stay importable from here.
-__all__ = ["CHANCE_CHOICES", "IGNORED_KEYS", "STRATEGY_STYLE", "EvalResult", "Run", "Style", "best_line",
+__all__ = ["CHANCE_CHOICES", "IGNORED_KEYS", "EvalResult", "Run", "Style", "best_line",
            "flatten", "is_eval", "is_run", "labels", "legend_keys", "load", "load_eval", "load_run", "main",
            "plot_accuracy", "plot_data_quality", "plot_dpo", "plot_eval", "plot_train_loss", "run_styles",
            "sweep_jobs", "varying_keys", "write_report"]

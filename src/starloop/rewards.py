@@ -30,6 +30,7 @@ per-question soft labels -- rewards rationales that put mass where D does, not o
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -156,3 +157,26 @@ def model_labels(logp_no_rationale: Tensor, n_choices: Tensor) -> Tensor:
     cols = torch.arange(logp_no_rationale.shape[1])[None, :]
     masked = torch.where(cols < n_choices[:, None], as_reward(logp_no_rationale), torch.tensor(float("-inf")))
     return torch.softmax(masked, dim=-1)
+
+
+@dataclass(frozen=True)
+class RewardInputs:
+    """What the score stage computes once for every sample (N samples, C option letters)."""
+
+    logp_gold: Tensor  # [N] log p(y* | x, z)
+    logp_letters: Tensor  # [N, C] log p(y | x, z) for every letter (-inf for options a question lacks)
+    logp_without: Tensor  # [N] log p(y* | x), no rationale
+    groups: Sequence[Hashable]  # [N] question ids
+    on_policy: Tensor  # [N] bool: not a hinted (rationalization) sample
+    label_dist: Tensor  # [N, C] D(y | x) (trainer.label_dist)
+
+
+# The model-scored rewards, each a column of the scored generations; trainer.reward is one of these or
+# `correct` (read from the extracted answer, no model pass). A new reward: a pure function above with its
+# equation in the docstring, and one line here.
+REWARDS: dict[str, Callable[[RewardInputs], Tensor]] = {
+    "answer_logprob": lambda x: answer_logprob_reward(x.logp_gold),
+    "quiet_star": lambda x: quiet_star_reward(x.logp_gold, x.groups, x.on_policy),
+    "gain": lambda x: gain_reward(x.logp_gold, x.logp_without),
+    "expected_likelihood": lambda x: expected_likelihood_reward(x.logp_letters, x.label_dist),
+}

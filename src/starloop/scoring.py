@@ -24,7 +24,6 @@ from starloop.errors import DataError, StarloopError
 from starloop.logprobs import answer_letter_logprobs
 from starloop.records import LETTERS, Question, Sample
 
-REWARD_COLUMNS = ("answer_logprob", "quiet_star", "gain", "expected_likelihood")
 _MARK = "\u0000"
 
 
@@ -77,16 +76,11 @@ def add_rewards(model, tok, samples: Sequence[Sample], questions: dict[str, Ques
     no_rationale = torch.stack([base_lp[s.question_id] for s in samples])
     dist = label_distribution(label_dist, gold, n_choices, n_max, label_smoothing, no_rationale,
                               [s.question_id for s in samples], soft_labels)
-    logp_gold = letter_lp.gather(1, gold[:, None]).squeeze(1)
-    groups = [s.question_id for s in samples]
-    without = no_rationale.gather(1, gold[:, None]).squeeze(1)
-    on_policy = torch.tensor([not s.hinted for s in samples])
-    cols = {
-        "answer_logprob": rewards.answer_logprob_reward(logp_gold),
-        "quiet_star": rewards.quiet_star_reward(logp_gold, groups, on_policy),
-        "gain": rewards.gain_reward(logp_gold, without),
-        "expected_likelihood": rewards.expected_likelihood_reward(letter_lp, dist),
-    }
+    inputs = rewards.RewardInputs(
+        logp_gold=letter_lp.gather(1, gold[:, None]).squeeze(1), logp_letters=letter_lp,
+        logp_without=no_rationale.gather(1, gold[:, None]).squeeze(1), groups=[s.question_id for s in samples],
+        on_policy=torch.tensor([not s.hinted for s in samples]), label_dist=dist)
+    cols = {name: fn(inputs) for name, fn in rewards.REWARDS.items()}
     for name, values in cols.items():
         for s, v in zip(samples, values.tolist()):
             s.extra[name] = round(float(v), 6)

@@ -1,17 +1,9 @@
 """One readable training loop: units -> optimizer steps -> log-probs -> loss -> step.
 
-A strategy (`OBJECTIVES`) turns the iteration's training data into tokenized units and a loss over a
-micro-batch of units; every loss is a mean over the whole optimizer step (`StepTotals`), so the gradient
-does not depend on grad_accum, micro-batch size or order:
-- sft: correct rationales, token-mean NLL on the completions of the step.
-- dpo: (chosen, rejected) pairs; reference log-probs computed once before the first step with the
-  LoRA adapter disabled (or the previous iteration's adapter), never from a second model copy; dropout
-  off in the policy as in the reference (trainer.dpo_disable_dropout).
-- reinforce: every sample with its advantage (reward minus the RLOO / mean baseline of its question),
-  computed over the whole iteration first, with a constant normaliser per sample
-  (trainer.pg_normalization) so that each question's baseline cancels.
-- weighted_sft: every sample weighted by softmax(r / lambda) over its question's samples, the
-  max-entropy target pi* ∝ pi_ref exp(r / lambda); the weighted token mean of `losses.weighted_sft_loss`.
+What a strategy trains (its units and batch loss) lives in `starloop.strategies`; this module holds what
+they share: units and their tokenization, the optimizer steps, and the loop. Every loss is a mean over the
+whole optimizer step (`StepTotals`), so the gradient does not depend on grad_accum, micro-batch size or
+order.
 """
 
 from __future__ import annotations
@@ -22,16 +14,16 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
-from starloop import distributed, losses
-from starloop.build import Example
-from starloop.config import TrainerConfig
+from starloop import distributed
 from starloop.errors import StarloopError
 from starloop.logprobs import batch_from_pairs, model_sequence_logprobs
-from starloop.records import PreferencePair
-from starloop.rewards import group_index
+
+if TYPE_CHECKING:
+    from starloop.config import TrainerConfig
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +99,17 @@ def mixed_precision(model):
             m.cast_input_dtype_enabled = v
 
 
-def _logps(model, tok, ctxs, conts) -> tuple[torch.Tensor, torch.Tensor]:
+def logps(model, tok, ctxs, conts) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of log p(cont | ctx) per row, token count of each cont), [B] each."""
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     batch = batch_from_pairs(ctxs, conts, pad, side="right")
     batch = {k: v.to(model.device) for k, v in batch.items()}
     return model_sequence_logprobs(model, **batch)
 
 
-# --- objectives ----------------------------------------------------------------------------------
-# Each batch loss returns its micro-batch's *share* of the optimizer step's loss (denominators from
-# `StepTotals`, the whole step's counts), so that summing the shares gives the step's loss for any
+# --- the optimizer step ---------------------------------------------------------------------------
+# A strategy's batch loss returns its micro-batch's *share* of the optimizer step's loss (denominators
+# from `StepTotals`, the whole step's counts), so that summing the shares gives the step's loss for any
 # grad_accum, micro-batch size or order; and its metrics as micro-batch means.
 
 
@@ -133,128 +126,6 @@ class StepTotals:
     def of(cls, units: Sequence[Unit], nominal_sequences: int) -> StepTotals:
         return cls(len(units), sum(len(u.cont) for u in units),
                    sum(u.scalars.get("coef", 1.0) * len(u.cont) for u in units), nominal_sequences)
-
-
-def sft_units(tok, examples: Sequence[Example], cfg: TrainerConfig) -> list[Unit]:
-    return [Unit(*tokenize_pair(tok, e.prompt, e.completion, e.eos)) for e in examples]
-
-
-def sft_batch_loss(model, tok, units: Sequence[Unit], cfg: TrainerConfig, totals: StepTotals):
-    logp, n = _logps(model, tok, [u.ctx for u in units], [u.cont for u in units])
-    loss = losses.weighted_nll(logp, 1.0, totals.tokens)
-    return loss, {"nll": (-logp.sum() / n.sum().clamp(min=1)).detach()}
-
-
-def dpo_units(tok, pairs: Sequence[PreferencePair], cfg: TrainerConfig) -> list[Unit]:
-    out = []
-    for p in pairs:
-        ctx, chosen = tokenize_pair(tok, p.prompt, p.chosen, p.chosen_eos)
-        _, rejected = tokenize_pair(tok, p.prompt, p.rejected, p.rejected_eos)
-        out.append(Unit(ctx, chosen, rejected))
-    return out
-
-
-@torch.no_grad()
-def fill_reference_logps(model, tok, units: Sequence[Unit], batch_size: int, reference: str = "base") -> None:
-    """Store the reference policy's log-probs of chosen/rejected in each unit (once per iteration).
-
-    base: the model with its LoRA adapter disabled. previous: the adapter as it is before training
-    (the last iteration's, when training continues from it).
-    """
-    was_training = model.training
-    model.eval()
-    ctx_mgr = model.disable_adapter() if reference == "base" and hasattr(model, "disable_adapter") \
-        else contextlib.nullcontext()
-    with ctx_mgr, mixed_precision(model):
-        for start in range(0, len(units), batch_size):
-            chunk = units[start : start + batch_size]
-            ctxs = [u.ctx for u in chunk] * 2
-            conts = [u.cont for u in chunk] + [u.rejected for u in chunk]  # type: ignore[misc]
-            with oom_advice():
-                logp, _ = _logps(model, tok, ctxs, conts)
-            for i, u in enumerate(chunk):
-                u.scalars["ref_chosen"] = float(logp[i])
-                u.scalars["ref_rejected"] = float(logp[len(chunk) + i])
-    model.train(was_training)
-
-
-def dpo_batch_loss(model, tok, units: Sequence[Unit], cfg: TrainerConfig, totals: StepTotals):
-    """DPO (+ rpo's NLL on the chosen side): mean over the step's pairs, NLL over its chosen tokens."""
-    b = len(units)
-    with dropout_disabled(model, cfg.dpo_disable_dropout):
-        logp, n = _logps(model, tok, [u.ctx for u in units] * 2,
-                         [u.cont for u in units] + [u.rejected for u in units])  # type: ignore[misc]
-    dev = logp.device
-    ref_c = torch.tensor([u.scalars["ref_chosen"] for u in units], device=dev)
-    ref_r = torch.tensor([u.scalars["ref_rejected"] for u in units], device=dev)
-    pair_mean, metrics = losses.dpo_loss(logp[:b], logp[b:], ref_c, ref_r, cfg.dpo_beta, cfg.dpo_loss,
-                                         chosen_tokens=n[:b], rejected_tokens=n[b:])
-    loss = pair_mean * (b / totals.sequences)
-    if cfg.dpo_nll_weight:
-        loss = loss + cfg.dpo_nll_weight * losses.weighted_nll(logp[:b], 1.0, totals.tokens)
-        metrics["nll"] = (-logp[:b].sum() / n[:b].sum().clamp(min=1)).detach()
-    return loss, metrics
-
-
-@contextlib.contextmanager
-def dropout_disabled(model, disable: bool = True):
-    """Every dropout module of `model` at p = 0 inside (TRL's DPO default, `disable_dropout=True`): the
-    reference log-probs are computed without dropout, so the policy's must be too, or the implicit reward
-    log pi/pi_ref carries dropout noise even where pi = pi_ref."""
-    mods = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)] if disable else []
-    saved = [m.p for m in mods]
-    for m in mods:
-        m.p = 0.0
-    try:
-        yield
-    finally:
-        for m, p in zip(mods, saved):
-            m.p = p
-
-
-def reward_units(tok, examples: Sequence[Example], cfg: TrainerConfig) -> list[Unit]:
-    """Tokenize rewarded samples and attach the per-sample coefficient of the loss.
-
-    reinforce: advantage A_i (baseline within the question). weighted_sft: w_i = softmax(r / lambda)
-    within the question. Both are computed over the whole set, before batching.
-    """
-    if not examples:
-        return []
-    rewards = torch.tensor([e.reward for e in examples], dtype=torch.float32)
-    groups = group_index([e.group for e in examples])
-    if cfg.strategy == "reinforce":
-        coef = losses.advantages(rewards, groups, cfg.baseline, cfg.clip_negative_advantages)
-    else:
-        coef = losses.target_weights(rewards, groups, cfg.weighted_sft_lambda)
-    return [Unit(*tokenize_pair(tok, e.prompt, e.completion, e.eos), scalars={"coef": c, "reward": e.reward})
-            for e, c in zip(examples, coef.tolist())]
-
-
-def weighted_sft_batch_loss(model, tok, units: Sequence[Unit], cfg: TrainerConfig, totals: StepTotals):
-    """- sum_i w_i log pi(z_i|x_i) / sum_i w_i |z_i| over the step (`losses.weighted_sft_loss`)."""
-    logp, n = _logps(model, tok, [u.ctx for u in units], [u.cont for u in units])
-    w = torch.tensor([u.scalars["coef"] for u in units], device=logp.device)
-    loss = losses.weighted_nll(logp, w, totals.weighted_tokens)
-    return loss, {"mean_coef": w.mean(), "logp": (logp / n.clamp(min=1)).detach().mean()}
-
-
-def reinforce_batch_loss(model, tok, units: Sequence[Unit], cfg: TrainerConfig, totals: StepTotals):
-    """`losses.policy_gradient_loss` with trainer.pg_normalization (a constant per sample)."""
-    logp, n = _logps(model, tok, [u.ctx for u in units], [u.cont for u in units])
-    a = torch.tensor([u.scalars["coef"] for u in units], device=logp.device)
-    loss = losses.policy_gradient_loss(logp, n, a, normalization=cfg.pg_normalization,
-                                       step_sequences=totals.nominal_sequences,
-                                       token_budget=cfg.max_new_tokens + 1)
-    return loss, {"mean_coef": a.mean(), "logp": (logp / n.clamp(min=1)).detach().mean()}
-
-
-BatchLoss = Callable[..., tuple[torch.Tensor, dict]]
-OBJECTIVES: dict[str, BatchLoss] = {
-    "sft": sft_batch_loss,
-    "dpo": dpo_batch_loss,
-    "reinforce": reinforce_batch_loss,
-    "weighted_sft": weighted_sft_batch_loss,
-}
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -315,7 +186,9 @@ def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int, i
     """
     from tqdm.auto import tqdm
 
-    loss_fn = OBJECTIVES[cfg.strategy]
+    from starloop.strategies import get
+
+    loss_fn = get(cfg.strategy).batch_loss
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise StarloopError("no trainable parameters (attach a LoRA adapter first)")
@@ -388,6 +261,8 @@ def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int, i
 def objective_loss(model, tok, units: Sequence[Unit], cfg: TrainerConfig) -> float:
     """Mean objective over `units` without gradients (validation loss): batches of train_batch_size, each
     its own step."""
+    from starloop.strategies import get
+
     if not units:
         return float("nan")
     was = model.training
@@ -395,6 +270,6 @@ def objective_loss(model, tok, units: Sequence[Unit], cfg: TrainerConfig) -> flo
     vals = []
     for s in range(0, len(units), cfg.train_batch_size):
         chunk = units[s : s + cfg.train_batch_size]
-        vals.append(float(OBJECTIVES[cfg.strategy](model, tok, chunk, cfg, StepTotals.of(chunk, len(chunk)))[0]))
+        vals.append(float(get(cfg.strategy).batch_loss(model, tok, chunk, cfg, StepTotals.of(chunk, len(chunk)))[0]))
     model.train(was)
     return sum(vals) / len(vals)

@@ -1,0 +1,149 @@
+"""dpo: direct preference optimisation on (correct, wrong) rationales of one question, and its variants
+(ipo; rpo = dpo + an NLL term on the chosen side, Pang et al. 2024). The reference policy is the model with
+its LoRA adapter disabled, or the previous iteration's adapter (trainer.dpo_reference=previous), never a
+second model copy; its log-probs are computed once per iteration before the first step."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+
+from starloop import build, losses
+from starloop.records import PreferencePair
+from starloop.strategies.base import Strategy, TrainContext
+from starloop.train import Unit, logps, mixed_precision, oom_advice, tokenize_pair
+
+
+@dataclass
+class DPOConfig:
+    # --- DPO family ---
+    # sigmoid (DPO) or ipo.
+    dpo_loss: str = "sigmoid"
+    # Strength of the implicit KL penalty towards the reference policy (larger = stay closer).
+    dpo_beta: float = 0.1
+    # Weight of the NLL term on chosen responses (iterative RPO); 0 = plain DPO.
+    dpo_nll_weight: float = 0.0
+    # Pairs per question: all, one, or n (up to dpo_pairs_per_question).
+    dpo_pairing: str = "all"
+    # Most pairs per question when dpo_pairing = n.
+    dpo_pairs_per_question: int = 4
+    # Reference policy: base (adapter disabled) or previous (last iteration's adapter, frozen).
+    dpo_reference: str = "base"
+    # SFT epochs on the chosen responses before DPO (for off-policy data).
+    dpo_sft_warmup_epochs: int = 0
+    # Dropout off in the policy during DPO, as in the reference pass (TRL's default); false keeps LoRA dropout.
+    dpo_disable_dropout: bool = True
+
+
+class DPO(Strategy):
+    name = "dpo"
+    config = DPOConfig
+    choices = {"trainer.dpo_loss": tuple(losses.DPO_VARIANTS), "trainer.dpo_pairing": ("all", "one", "n"),
+               "trainer.dpo_reference": ("base", "previous")}
+    ranges = {"trainer.dpo_beta": (1e-9, None), "trainer.dpo_nll_weight": (0.0, None),
+              "trainer.dpo_pairs_per_question": (1, None), "trainer.dpo_sft_warmup_epochs": (0, None)}
+    headline = {"dpo_beta": "β"}
+    record = PreferencePair
+    min_samples = 2
+    imitates = True
+
+    def build(self, samples, t):
+        return build.preference_pairs(samples, pairing=t.dpo_pairing, per_question=t.dpo_pairs_per_question,
+                                      filter_degenerate=t.filter_degenerate,
+                                      min_rationale_words=t.min_rationale_words, keep_truncated=t.keep_truncated,
+                                      require_gain=t.require_gain)
+
+    def units(self, tok, data: Sequence[PreferencePair], t) -> list[Unit]:
+        out = []
+        for p in data:
+            ctx, chosen = tokenize_pair(tok, p.prompt, p.chosen, p.chosen_eos)
+            _, rejected = tokenize_pair(tok, p.prompt, p.rejected, p.rejected_eos)
+            out.append(Unit(ctx, chosen, rejected))
+        return out
+
+    def prepare(self, ctx: TrainContext):
+        t = ctx.policy.cfg.trainer
+        model = ctx.model
+        if ctx.units:
+            ref = "previous" if (t.dpo_reference == "previous" and ctx.prev_adapter is not None) else "base"
+            if ref == "previous" and t.restart_from_base:  # the reference is another adapter than the start
+                fill_reference_logps(ctx.policy.use(ctx.prev_adapter), ctx.policy.tok, ctx.units,
+                                     t.train_batch_size, reference="previous")
+                model = ctx.policy.use(None, trainable=True, fresh_seed=ctx.seed)
+            else:
+                fill_reference_logps(model, ctx.policy.tok, ctx.units, t.train_batch_size, reference=ref)
+        if ctx.val_units:
+            fill_reference_logps(model, ctx.policy.tok, ctx.val_units, t.train_batch_size, reference="base")
+        return model
+
+    def pre_train(self, model, tok, units, t, seed, progress):
+        if not t.dpo_sft_warmup_epochs:
+            return []
+        from starloop.train import train
+
+        warm = [Unit(u.ctx, u.cont) for u in units]
+        return train(model, tok, warm, replace(t, strategy="sft", inner_epochs=t.dpo_sft_warmup_epochs,
+                                               train_steps=None), seed=seed, progress=progress)
+
+    def batch_loss(self, model, tok, units, t, totals):
+        """Mean over the step's pairs; rpo's NLL is the token mean over the step's chosen tokens."""
+        b = len(units)
+        with dropout_disabled(model, t.dpo_disable_dropout):
+            logp, n = logps(model, tok, [u.ctx for u in units] * 2,
+                            [u.cont for u in units] + [u.rejected for u in units])  # type: ignore[misc]
+        dev = logp.device
+        ref_c = torch.tensor([u.scalars["ref_chosen"] for u in units], device=dev)
+        ref_r = torch.tensor([u.scalars["ref_rejected"] for u in units], device=dev)
+        pair_mean, metrics = losses.dpo_loss(logp[:b], logp[b:], ref_c, ref_r, t.dpo_beta, t.dpo_loss,
+                                             chosen_tokens=n[:b], rejected_tokens=n[b:])
+        loss = pair_mean * (b / totals.sequences)
+        if t.dpo_nll_weight:
+            loss = loss + t.dpo_nll_weight * losses.weighted_nll(logp[:b], 1.0, totals.tokens)
+            metrics["nll"] = (-logp[:b].sum() / n[:b].sum().clamp(min=1)).detach()
+        return loss, metrics
+
+
+@torch.no_grad()
+def fill_reference_logps(model, tok, units: Sequence[Unit], batch_size: int, reference: str = "base") -> None:
+    """Store the reference policy's log-probs of chosen/rejected in each unit (once per iteration).
+
+    base: the model with its LoRA adapter disabled. previous: the adapter as it is before training
+    (the last iteration's, when training continues from it).
+    """
+    was_training = model.training
+    model.eval()
+    ctx_mgr = model.disable_adapter() if reference == "base" and hasattr(model, "disable_adapter") \
+        else contextlib.nullcontext()
+    with ctx_mgr, mixed_precision(model):
+        for start in range(0, len(units), batch_size):
+            chunk = units[start : start + batch_size]
+            ctxs = [u.ctx for u in chunk] * 2
+            conts = [u.cont for u in chunk] + [u.rejected for u in chunk]  # type: ignore[misc]
+            with oom_advice():
+                logp, _ = logps(model, tok, ctxs, conts)
+            for i, u in enumerate(chunk):
+                u.scalars["ref_chosen"] = float(logp[i])
+                u.scalars["ref_rejected"] = float(logp[len(chunk) + i])
+    model.train(was_training)
+
+
+@contextlib.contextmanager
+def dropout_disabled(model, disable: bool = True):
+    """Every dropout module of `model` at p = 0 inside (TRL's DPO default, `disable_dropout=True`): the
+    reference log-probs are computed without dropout, so the policy's must be too, or the implicit reward
+    log pi/pi_ref carries dropout noise even where pi = pi_ref."""
+    mods = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)] if disable else []
+    saved = [m.p for m in mods]
+    for m in mods:
+        m.p = 0.0
+    try:
+        yield
+    finally:
+        for m, p in zip(mods, saved):
+            m.p = p
+
+
+STRATEGY = DPO()
