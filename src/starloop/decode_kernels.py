@@ -25,21 +25,29 @@ CANDIDATES = 64  # nucleus candidates looked at inside the decode graph (as `sam
 # --- attention -----------------------------------------------------------------------------------
 
 
-def _attend_math(q, k, v, bias, scale):
-    """softmax(q k^T * scale + bias) v and its log-sum-exp, in float32.
+def _length_bias(lens: torch.Tensor, n_keys: int) -> torch.Tensor:
+    """[N, 1, 1, n_keys] float32: 0 on the first lens[n] keys of row n, -inf after them."""
+    keep = torch.arange(n_keys, device=lens.device)[None, :] < lens[:, None]
+    return torch.where(keep, 0.0, float("-inf"))[:, None, None, :]
 
-    q [N, H, M, D], k/v [N, H, L, D], bias broadcastable to [N, H, M, L]. -> ([N, H, M, D], [N, H, M])."""
-    s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale + bias.float()
+
+def _attend_math(q, k, v, lens, scale):
+    """softmax(q k^T * scale) v over the first lens[n] keys of each row n, and its log-sum-exp, in float32.
+
+    q [N, H, M, D], k/v [N, H, L, D], lens int [N] (1..L). -> ([N, H, M, D], [N, H, M])."""
+    s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale + _length_bias(lens, k.shape[-2])
     lse = torch.logsumexp(s, dim=-1)
     return torch.matmul(torch.exp(s - lse[..., None]), v.float()), lse
 
 
-def _attend_efficient(q, k, v, bias, scale):
-    """The same through the memory-efficient attention kernel (reads k/v once per (N, H))."""
-    n, h, m, _ = q.shape
-    bias = bias.to(q.dtype).expand(n, h, m, k.shape[-2])
-    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, bias, True, scale=scale)[:2]
-    return out, lse[..., :m]
+def _attend_efficient(q, k, v, lens, scale):
+    """The same through the memory-efficient attention kernel, which reads only the first lens[n] keys of
+    row n (its per-row key lengths, `seqlen_k`): padding and unused slots cost no memory traffic."""
+    m = q.shape[2]
+    out, lse = torch.ops.aten._efficient_attention_forward(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), None, None, None, None, None, 0.0, 0, True,
+        scale=scale, seqlen_k=lens.to(torch.int32))[:2]
+    return out.transpose(1, 2), lse[..., :m]
 
 
 def _merge(out_a, lse_a, out_b, lse_b):
