@@ -27,6 +27,7 @@ from starloop.config import Config, to_dict
 from starloop.data import load_questions
 from starloop.errors import StarloopError
 from starloop.fast_sampling import make_sampler
+from starloop.sampler_support import CPU_BATCH_SIZE
 from starloop.loggers import open_logger
 from starloop.metrics import summarize
 from starloop.records import Question, Sample, read_samples, write_samples
@@ -104,9 +105,10 @@ def sample_stage(policy: Policy, cfg: Config, questions: list[Question], folder:
     for part in parts:
         keep(read_samples(part))
     todo = [q for q in questions if q.id not in saved]
-    size = part_questions(batch_size, k, distributed.world()[1])
-    n_parts = (len(todo) + size - 1) // size
     sampler = make_sampler(cfg.model, policy.model, policy.tok, batch_size) if todo else None
+    rows = sampler.plan_batch(max_new_tokens, k) if hasattr(sampler, "plan_batch") else batch_size
+    size = part_questions(rows or CPU_BATCH_SIZE, k, distributed.world()[1])
+    n_parts = (len(todo) + size - 1) // size
     first = len(parts)
     for p in range(n_parts):
         qs = todo[p * size : (p + 1) * size]
@@ -142,7 +144,8 @@ def validate_stage(policy: Policy, cfg: Config, val_qs: list[Question], folder: 
     elif cfg.eval.mode == "logit":
         samples = distributed.map_sharded(
             lambda share: evaluate.letter_logit_samples(policy.model, policy.tok, share,
-                                                        batch_size=cfg.eval.batch_size, progress=cfg.progress),
+                                                        batch_size=cfg.eval.batch_size or CPU_BATCH_SIZE,
+                                                        progress=cfg.progress),
             val_qs)
     else:
         samples = sample_stage(policy, cfg, val_qs, folder / "sample", k=1, seed_parts=(cfg.seed, "val", iteration),
@@ -265,7 +268,7 @@ def preloaded_samples(policy: Policy, cfg: Config, by_id: dict[str, Question]) -
         if unknown:
             raise StarloopError(f"{t.preload_data_for_training}: question id {unknown[0]} is not in the train "
                                 f"split, so its '{t.reward}' reward cannot be computed")
-        add_rewards(policy.model, policy.tok, samples, by_id, batch_size=t.gen_batch_size)
+        add_rewards(policy.model, policy.tok, samples, by_id, batch_size=t.gen_batch_size or CPU_BATCH_SIZE)
     return samples
 
 
@@ -362,7 +365,7 @@ def score_iteration(policy: Policy, cfg: Config, train_qs: list[Question], by_id
                                     top_p=t.top_p, max_new_tokens=t.max_new_tokens, batch_size=t.gen_batch_size,
                                     hints={q.id: q.gold_letter for q in failed}, desc=f"rationalize iter {k}")
     if t.strategy in ("reinforce", "weighted_sft") and t.reward != "correct":
-        add_rewards(policy.model, policy.tok, samples, by_id, batch_size=t.gen_batch_size)
+        add_rewards(policy.model, policy.tok, samples, by_id, batch_size=t.gen_batch_size or CPU_BATCH_SIZE)
     write_samples(gens, samples)
     return samples
 

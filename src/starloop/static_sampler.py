@@ -219,9 +219,8 @@ class StaticSampler:
             raise ValueError("one seed per prompt")
         if not prompt_ids or max_new_tokens < 1:
             return [([], False) for _ in prompt_ids]
-        if self.batch_size is None:
-            self.batch_size = auto_batch_size(self.lm, max(len(p) for p in prompt_ids), max_new_tokens,
-                                              len(prompt_ids) // len({tuple(p) for p in prompt_ids}))
+        self.plan_batch(max_new_tokens, len(prompt_ids) // len({tuple(p) for p in prompt_ids}),
+                        max(len(p) for p in prompt_ids))
         # Identical prompts (the k samples of a question) form one unit with one shared prefix.
         groups: dict[tuple, list[int]] = {}
         for i, p in enumerate(prompt_ids):
@@ -249,6 +248,12 @@ class StaticSampler:
                 # so they give the same tokens).
                 todo = [u for u in todo if any(results[r] is None for r in u[1])]
         return results  # type: ignore[return-value]
+
+    def plan_batch(self, max_new_tokens: int, k: int, max_prompt: int = 1024) -> int:
+        """The batch size, sized now (from free memory, for prompts up to max_prompt tokens) if unset."""
+        if self.batch_size is None:
+            self.batch_size = auto_batch_size(self.lm, max_prompt, max_new_tokens, k, self.max_prefill_tokens)
+        return self.batch_size
 
     # -- buffers --
 
