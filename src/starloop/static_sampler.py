@@ -41,6 +41,7 @@ from starloop.decode_kernels import (
     _add_rms_norm,
     _add_rms_norm_any,
     _attend_efficient,
+    _attend_efficient_bias,
     _attend_math,
     _Fused,
     _merge_cascade,
@@ -72,9 +73,9 @@ class _State:
     """Static buffers of one batch shape (B rows = G question slots x c seats), kept across calls."""
 
     key: tuple  # (B, G, Lp, S): rows, question slots, prompt capacity, generated-key capacity
-    kp: list[torch.Tensor]  # per layer [G, Hkv, Lp, D]: each slot's shared prompt keys (right-padded)
+    kp: list[torch.Tensor]  # per layer [G, Lp, Hkv, D]: each slot's shared prompt keys (right-padded)
     vp: list[torch.Tensor]
-    ks: list[torch.Tensor]  # per layer [B, Hkv, S, D]: each row's generated keys
+    ks: list[torch.Tensor]  # per layer [B, S, Hkv, D]: each row's generated keys
     vs: list[torch.Tensor]
     plen: torch.Tensor  # [G] int32 prompt length of each question slot (keys its rows read)
     pos0: torch.Tensor  # [B] prompt length of each row (position of its first new token)
@@ -176,22 +177,24 @@ class StaticSampler:
         self.record_logits: list[torch.Tensor] | None = None  # set to [] to keep each step's logits (checks)
 
     def _choose_attention(self):
-        """The efficient kernel where it is there and agrees with the float32 maths; else the maths."""
-        try:
-            g = torch.Generator(device=self.device).manual_seed(0)
-            q = torch.randn(2, self.n_kv, 8, self.head_dim, device=self.device, generator=g).to(self.dtype)
-            k = torch.randn(2, self.n_kv, 80, self.head_dim, device=self.device, generator=g).to(self.dtype)
-            v = torch.randn(2, self.n_kv, 80, self.head_dim, device=self.device, generator=g).to(self.dtype)
-            lens = torch.tensor([80, 50], device=self.device, dtype=torch.int32)
-            scale = self.head_dim**-0.5
-            o1, l1 = _attend_efficient(q, k, v, lens, scale)
-            o2, l2 = _attend_math(q, k, v, lens, scale)
-            err = float((o1 - o2).norm() / o2.norm()) + float((l1 - l2).abs().max())
-            if err < 2e-2:
-                return _attend_efficient
-            log.warning("efficient attention disagrees with the reference (%.3g); using plain maths", err)
-        except (RuntimeError, NotImplementedError) as e:
-            log.warning("efficient attention unavailable (%s); using plain maths", str(e).splitlines()[0])
+        """The first efficient kernel that is there and agrees with the float32 maths; else the maths."""
+        g = torch.Generator(device=self.device).manual_seed(0)
+        q = torch.randn(2, self.n_kv, 8, self.head_dim, device=self.device, generator=g).to(self.dtype)
+        k = torch.randn(2, 80, self.n_kv, self.head_dim, device=self.device, generator=g).to(self.dtype)
+        v = torch.randn(2, 80, self.n_kv, self.head_dim, device=self.device, generator=g).to(self.dtype)
+        lens = torch.tensor([80, 50], device=self.device, dtype=torch.int32)
+        scale = self.head_dim**-0.5
+        o2, l2 = _attend_math(q, k, v, lens, scale)
+        for fn in (_attend_efficient, _attend_efficient_bias):
+            try:
+                o1, l1 = fn(q, k, v, lens, scale)
+                err = float((o1.float() - o2).norm() / o2.norm()) + float((l1 - l2).abs().max())
+                if err < 2e-2:
+                    return fn
+                log.warning("%s disagrees with the reference (%.3g)", fn.__name__, err)
+            except (RuntimeError, NotImplementedError) as e:
+                log.warning("%s unavailable (%s)", fn.__name__, str(e).splitlines()[0][:200])
+        log.warning("no efficient attention kernel agrees with the reference; using plain maths")
         return _attend_math
 
     # -- public interface --
@@ -285,10 +288,10 @@ class StaticSampler:
 
         self._state = _State(
             key=(B, G, Lp, S),
-            kp=[z(G, self.n_kv, Lp, self.head_dim) for _ in range(n_layers)],
-            vp=[z(G, self.n_kv, Lp, self.head_dim) for _ in range(n_layers)],
-            ks=[z(B, self.n_kv, S, self.head_dim) for _ in range(n_layers)],
-            vs=[z(B, self.n_kv, S, self.head_dim) for _ in range(n_layers)],
+            kp=[z(G, Lp, self.n_kv, self.head_dim) for _ in range(n_layers)],
+            vp=[z(G, Lp, self.n_kv, self.head_dim) for _ in range(n_layers)],
+            ks=[z(B, S, self.n_kv, self.head_dim) for _ in range(n_layers)],
+            vs=[z(B, S, self.n_kv, self.head_dim) for _ in range(n_layers)],
             plen=torch.ones(G, device=dev, dtype=torch.int32), pos0=z(B, dtype=torch.long),
             seeds=z(B, dtype=torch.long), tok_in=z(B, dtype=torch.long),
             step=torch.ones(B, device=dev, dtype=torch.long), rows=torch.arange(B, device=dev),
@@ -393,8 +396,8 @@ class StaticSampler:
             def attention(li, attn, h, where=where, n=n, L=L, cos=cos, sin=sin):
                 q, k, v = self._qkv(attn, h)
                 q, k = self.kp.rope(q, k, cos, sin)
-                st.kp[li][where, :, :L] = k
-                st.vp[li][where, :, :L] = v
+                st.kp[li][where, :L] = k.transpose(1, 2)
+                st.vp[li][where, :L] = v.transpose(1, 2)
                 # Right padding: a prompt token only sees earlier (real) tokens under the causal mask.
                 o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling,
                                                    enable_gqa=self.rep > 1)
@@ -418,8 +421,8 @@ class StaticSampler:
         def attention(li, attn, h):
             q, k, v = self._qkv(attn, h)
             qp, qs, k = self.kd.rope_decode(q, k, cos, sin, c)
-            st.ks[li][st.rows, :, slot] = k[:, :, 0]
-            st.vs[li][st.rows, :, slot] = v[:, :, 0]
+            st.ks[li][st.rows, slot] = k[:, :, 0]
+            st.vs[li][st.rows, slot] = v[:, :, 0]
             # Shared prompt: the c samples' queries of a question attend its prefix in one pass; then
             # each sample's own generated tokens; merged by log-sum-exp.
             op, lp = self._attend(qp, st.kp[li], st.vp[li], st.plen, attn.scaling)
