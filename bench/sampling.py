@@ -344,7 +344,10 @@ def real_length_case(case, model, args, ceil, n_new, checks):
     k, limit = case["k"], hist["limit"]
     lengths = real_lengths.draw(hist, len(prompts), seed=1)
     useful = sum(lengths)
+    from starloop.sampler_support import auto_batch_size
+
     base = {"case": case["case"], "useful_tokens": useful, "mean_length": useful / len(lengths),
+            "auto_rows": auto_batch_size(model, max(map(len, prompts)), limit, k),
             **roofline_lengths(prompts, lengths, case["batch"], k, model, ceil)}
     try:
         if not args.skip_plain:
