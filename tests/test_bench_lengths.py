@@ -58,3 +58,29 @@ def test_forced_lengths_end_each_row_at_its_length_in_generate_and_static_sample
     static = StaticSampler(model, tok, batch_size=2).generate_ids(prompts, [1, 2, 3, 4], max_new_tokens=8,
                                                                  row_limits=lengths)
     assert [len(t) for t, _ in static] == lengths
+
+
+def test_schedule_arithmetic_matches_the_sampler_loop(tiny):
+    """bench/refill_schedule.py's step count, by hand and as the static sampler's refill loop counts it."""
+    import sys
+
+    from starloop.fast_sampling import StaticSampler
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_schedule", ROOT / "bench" / "refill_schedule.py")
+        sched = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sched)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    lengths = [4, 2, 2, 2]
+    # no refill: batch (4, 2) takes 3 decode steps, batch (2, 2) one more; refill: the 2-token row's seat takes
+    # the third row after step 1 and the fourth after step 2, while the 4-token row ends at step 3
+    assert sched.decode_steps(lengths, 1, 2, refill=False) == 4
+    assert sched.decode_steps(lengths, 1, 2, refill=True) == 3
+    model, tok = tiny
+    prompts = [[100 + i] * 6 for i in range(4)]  # equal lengths: the queue keeps this order
+    for refill, want in ((False, 4), (True, 3)):
+        sampler = StaticSampler(model, tok, batch_size=2, refill=refill)
+        sampler.generate_ids(prompts, [1, 2, 3, 4], max_new_tokens=4, row_limits=lengths)
+        assert sampler.stats.steps == want
