@@ -28,8 +28,8 @@ import argparse
 import random
 import time
 
-import torch
 import lengths as real_lengths
+import torch
 from common import (
     environment,
     kv_bytes_per_token,
@@ -117,7 +117,7 @@ def continuous_generate(model, prompts, lengths, mode: str) -> tuple[float, int]
     length; -> (seconds, tokens generated)."""
     from transformers import GenerationConfig
 
-    kw = dict(do_sample=True, top_k=0, **SAMPLE) if mode == "sample" else dict(do_sample=False)
+    kw = {"do_sample": True, "top_k": 0, **SAMPLE} if mode == "sample" else {"do_sample": False}
     gc = GenerationConfig(max_new_tokens=max(lengths), eos_token_id=model.config.eos_token_id, pad_token_id=0, **kw)
     manager = model.init_continuous_batching(generation_config=gc)
     manager.start()
@@ -151,18 +151,24 @@ def static_generate(sampler: StaticSampler, prompts, n_new: int, mode: str, leng
     return time.perf_counter() - t, out, sampler.stats
 
 
+def _costs(model, prompts, ceil):
+    """(parameters outside the input embedding, KV bytes per token, attention FLOPs per (query, key),
+    each distinct prompt's length, prefill seconds at the measured matmul rate)."""
+    cfg = model.config
+    p = param_counts(model)["non_embedding"]
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    attn_unit = 4 * cfg.num_hidden_layers * cfg.num_attention_heads * head_dim
+    unique = list({tuple(x): len(x) for x in prompts}.values())
+    prefill = sum(2 * p * L + attn_unit * L * L / 2 for L in unique) / ceil["matmul_flops"]
+    return p, kv_bytes_per_token(cfg, model.dtype.itemsize), attn_unit, unique, prefill
+
+
 def roofline(case, prompts, n_new, model, ceil) -> dict:
     """Lower bound on the wall time of a case (see the module docstring); -> tokens/s limits."""
     if not ceil:
         return {}
-    cfg = model.config
-    p = param_counts(model)["non_embedding"]
-    kvt = kv_bytes_per_token(cfg, model.dtype.itemsize)
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    attn_unit = 4 * cfg.num_hidden_layers * cfg.num_attention_heads * head_dim  # FLOPs per (query, key)
+    p, kvt, attn_unit, unique, prefill = _costs(model, prompts, ceil)
     rows, flops_s, bw = len(prompts), ceil["matmul_flops"], ceil["copy_bw"]
-    unique = {tuple(x): len(x) for x in prompts}.values()
-    prefill = sum(2 * p * L + attn_unit * L * L / 2 for L in unique) / flops_s
     prompt_kv = sum(unique) * kvt
     decode = 0.0
     ctx_sum = sum(len(x) for x in prompts)
@@ -181,14 +187,8 @@ def roofline_lengths(prompts, lengths, batch: int, k: int, model, ceil) -> dict:
     rows' generated keys at their mean position, at max(matmul time, bytes / bandwidth); -> tok/s."""
     if not ceil:
         return {}
-    cfg = model.config
-    p = param_counts(model)["non_embedding"]
-    kvt = kv_bytes_per_token(cfg, model.dtype.itemsize)
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    attn_unit = 4 * cfg.num_hidden_layers * cfg.num_attention_heads * head_dim
+    p, kvt, attn_unit, unique, prefill = _costs(model, prompts, ceil)
     flops_s, bw = ceil["matmul_flops"], ceil["copy_bw"]
-    unique = list({tuple(x): len(x) for x in prompts}.values())
-    prefill = sum(2 * p * L + attn_unit * L * L / 2 for L in unique) / flops_s
     useful = sum(lengths)
     steps = useful / batch
     gen_pos = sum(n * (n - 1) / 2 for n in lengths) / useful  # mean generated keys behind a useful token

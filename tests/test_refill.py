@@ -5,7 +5,6 @@ queue length; and the batch size sized from free memory."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from starloop.fast_sampling import StaticSampler, make_sampler
 from starloop.sampler_support import CPU_BATCH_SIZE, auto_batch_size, rows_for_memory

@@ -27,11 +27,11 @@ from starloop.config import Config, to_dict
 from starloop.data import load_questions
 from starloop.errors import StarloopError
 from starloop.fast_sampling import make_sampler
-from starloop.sampler_support import CPU_BATCH_SIZE
 from starloop.loggers import open_logger
 from starloop.metrics import summarize
 from starloop.records import Question, Sample, read_samples, write_samples
 from starloop.runstate import RunLock, check_or_save_config
+from starloop.sampler_support import CPU_BATCH_SIZE
 
 log = logging.getLogger("starloop.train")
 

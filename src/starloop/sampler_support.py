@@ -37,7 +37,7 @@ MAX_AUTO_ROWS = 1024  # past ~4x the matmul ridge point more rows only add laten
 _logged: set = set()
 
 
-def kv_bytes_per_token(config, dtype_bytes: int) -> int:
+def kv_bytes_per_token(config, dtype_bytes: int = 2) -> int:
     """Bytes of keys + values one token adds across all layers."""
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     n_kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
