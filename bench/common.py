@@ -14,6 +14,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from starloop.sampler_support import kv_bytes_per_token  # noqa: F401 -- re-exported for the benchmarks
+
 # Llama-3.1-8B's shape (meta-llama/Llama-3.1-8B config.json), and a tiny one on the same code path.
 SHAPES = {
     "llama-8b": {"vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
@@ -55,11 +57,6 @@ def param_counts(model) -> dict:
     total = sum(p.numel() for p in lm.parameters())
     emb = lm.get_input_embeddings().weight.numel()
     return {"total": total, "non_embedding": total - emb}
-
-
-def kv_bytes_per_token(config, dtype_bytes: int = 2) -> int:
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * dtype_bytes
 
 
 def sync(device):

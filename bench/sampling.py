@@ -2,16 +2,24 @@
 
     # GPU: Llama-3.1-8B's shape, random weights, bf16 (the docs/performance.md numbers)
     python bench/sampling.py --shape llama-8b --check --out results/sampling.json
+    # real output lengths: 1024 rows through batches of 256, lengths drawn from a stored histogram
+    python bench/sampling.py --cases b256:L512:k4:sample:n1024:qwen05b_mmlu_iter1 --continuous-rows 64
     # CPU: the embedded model or the tiny random one, small counts
     python bench/sampling.py --model smollm2-135m --device cpu --cases b8:L64:k1:greedy --new 32
 
-A case is `b<rows>:L<prompt length or lo-hi>:k<samples per prompt>:<greedy|sample>`: rows = questions x k,
-prompts of random token ids (lengths drawn uniformly in lo..hi when a range is given), `sample` = the STaR
-defaults (temperature 0.7, top-p 0.95). Every row generates exactly --new tokens (no end-of-sequence:
-plain generate gets min_new_tokens, the static sampler no EOS id). New tokens/s = rows x new / wall time,
-prefill included. The roofline column is the fastest the case could run on this card: prefill at the
-measured matmul rate, then each decode step at max(matmul time, bytes / measured copy bandwidth), where
-bytes = weights + the KV cache the step must read (each shared prompt once: the least any sampler reads).
+A case is `b<rows>:L<prompt length or lo-hi>:k<samples per prompt>:<greedy|sample>[:n<rows>][:<lengths>]`:
+b = rows decoded together (the batch), n = rows in all (default b; questions x k), prompts of random token
+ids (lengths drawn uniformly in lo..hi when a range is given), `sample` = the STaR defaults (temperature
+0.7, top-p 0.95). Without <lengths> every row generates exactly --new tokens (no end-of-sequence: plain
+generate gets min_new_tokens, the static sampler no EOS id); new tokens/s = rows x new / wall time,
+prefill included. With <lengths> (a histogram in bench/lengths/, see lengths.py) each row stops at a
+length drawn from it, forced the same way in every backend, and tok/s counts these useful tokens; the
+static sampler runs with row refill and without it (a batch runs until its longest row ends), plain
+generate runs n/b batches, and `--continuous-rows` rows go through transformers' continuous batching.
+The roofline column is the fastest the case could run on this card: prefill at the measured matmul rate,
+then each decode step at max(matmul time, bytes / measured copy bandwidth), where bytes = weights + the KV
+cache the step must read (each shared prompt once: the least any sampler reads); with lengths, every step
+runs b rows (perfect packing) over the same useful tokens.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import argparse
 import random
 import time
 
+import lengths as real_lengths
 import torch
 from common import (
     environment,
@@ -35,23 +44,29 @@ from common import (
 
 from starloop.fast_sampling import SamplerStats, StaticSampler
 
-GPU_CASES = ["b64:L512:k1:greedy", "b256:L512:k1:greedy", "b64:L512:k4:sample", "b256:L512:k4:sample",
-             "b256:L128-896:k4:sample"]
+GPU_CASES = ["b256:L512:k4:sample", "b256:L512:k1:greedy", "b256:L512:k4:sample:n1024:qwen05b_mmlu_iter1",
+             "b256:L512:k4:sample:n1024:qwen05b_mmlu_iter0"]
 CPU_CASES = ["b8:L64:k1:greedy", "b8:L64:k4:sample"]
 SAMPLE = {"temperature": 0.7, "top_p": 0.95}
 STATIC_VARIANTS = {  # StaticSampler options compared side by side (default = the library's defaults)
     "default": {},
     "no-fused-qkv": {"fuse_projections": False},
     "eager-kernels": {"compile_kernels": False},
-    "bucket32": {"suffix_bucket": 32},
     "no-graphs": {"cuda_graphs": False},
 }
 
 
 def parse_case(s: str) -> dict:
-    b, L, k, mode = s.split(":")
+    b, L, k, mode, *extra = s.split(":")
     lo, _, hi = L[1:].partition("-")
-    return {"case": s, "rows": int(b[1:]), "lo": int(lo), "hi": int(hi or lo), "k": int(k[1:]), "mode": mode}
+    case = {"case": s, "batch": int(b[1:]), "rows": int(b[1:]), "lo": int(lo), "hi": int(hi or lo), "k": int(k[1:]),
+            "mode": mode, "lengths": None}
+    for e in extra:
+        if e[0] == "n" and e[1:].isdigit():
+            case["rows"] = int(e[1:])
+        else:
+            case["lengths"] = e
+    return case
 
 
 def make_prompts(case: dict, vocab: int, seed: int = 0) -> list[list[int]]:
@@ -61,8 +76,9 @@ def make_prompts(case: dict, vocab: int, seed: int = 0) -> list[list[int]]:
     return [q for q in qs for _ in range(case["k"])]
 
 
-def plain_generate(model, prompts, n_new: int, mode: str):
-    """Plain transformers generate on one left-padded batch; -> (seconds, new ids [B, n_new])."""
+def plain_generate(model, prompts, n_new: int, mode: str, lengths=None):
+    """Plain transformers generate on one left-padded batch; -> (seconds, new ids [B, n_new]).
+    lengths: each row's forced length (`lengths.ForcedLengths`) instead of exactly n_new tokens."""
     dev = model.device
     width = max(len(p) for p in prompts)
     ids = torch.zeros(len(prompts), width, dtype=torch.long)
@@ -71,6 +87,12 @@ def plain_generate(model, prompts, n_new: int, mode: str):
         ids[r, width - len(p) :] = torch.tensor(p)
         mask[r, width - len(p) :] = 1
     kw = {"max_new_tokens": n_new, "min_new_tokens": n_new, "pad_token_id": 0}
+    if lengths is not None:
+        from transformers import LogitsProcessorList
+
+        eos = model.config.eos_token_id
+        kw = {"max_new_tokens": max(lengths), "pad_token_id": 0, "eos_token_id": eos,
+              "logits_processor": LogitsProcessorList([real_lengths.ForcedLengths(lengths, width, eos)])}
     if mode == "sample":
         kw.update(do_sample=True, top_k=0, **SAMPLE)
     else:
@@ -84,29 +106,69 @@ def plain_generate(model, prompts, n_new: int, mode: str):
     return time.perf_counter() - t, out[:, width:].cpu()
 
 
-def static_generate(sampler: StaticSampler, prompts, n_new: int, mode: str):
+def plain_batches(model, prompts, lengths, batch: int, mode: str) -> float:
+    """Plain generate over all rows, `batch` rows a call, each row stopped at its length; -> seconds."""
+    return sum(plain_generate(model, prompts[i : i + batch], 0, mode, lengths[i : i + batch])[0]
+               for i in range(0, len(prompts), batch))
+
+
+def continuous_generate(model, prompts, lengths, mode: str) -> tuple[float, int]:
+    """transformers' continuous batching (paged attention), each row a request with max_new_tokens = its
+    length; -> (seconds, tokens generated)."""
+    from transformers import GenerationConfig
+
+    kw = {"do_sample": True, "top_k": 0, **SAMPLE} if mode == "sample" else {"do_sample": False}
+    gc = GenerationConfig(max_new_tokens=max(lengths), eos_token_id=model.config.eos_token_id, pad_token_id=0, **kw)
+    manager = model.init_continuous_batching(generation_config=gc)
+    manager.start()
+    sync(model.device)
+    t = time.perf_counter()
+    try:
+        for i, (p, n) in enumerate(zip(prompts, lengths)):
+            manager.add_request(p, request_id=f"r{i}", max_new_tokens=n)
+        done, n_tok = 0, 0
+        while done < len(prompts):
+            r = manager.get_result(timeout=1)
+            if r is not None and r.is_finished():
+                done += 1
+                n_tok += len(r.generated_tokens)
+            elif r is None and not manager.is_running():
+                raise RuntimeError("continuous batching stopped early")
+        sync(model.device)
+        return time.perf_counter() - t, n_tok
+    finally:
+        manager.stop(block=True)
+
+
+def static_generate(sampler: StaticSampler, prompts, n_new: int, mode: str, lengths=None):
     sampler.stats = SamplerStats()
     kw = SAMPLE if mode == "sample" else {"temperature": 0.0, "top_p": 1.0}
     sync(sampler.device)
     t = time.perf_counter()
     out = sampler.generate_ids(prompts, list(range(1, len(prompts) + 1)), max_new_tokens=n_new,
-                               eos_token_id=None, **kw)
+                               eos_token_id=None, row_limits=lengths, **kw)
     sync(sampler.device)
     return time.perf_counter() - t, out, sampler.stats
+
+
+def _costs(model, prompts, ceil):
+    """(parameters outside the input embedding, KV bytes per token, attention FLOPs per (query, key),
+    each distinct prompt's length, prefill seconds at the measured matmul rate)."""
+    cfg = model.config
+    p = param_counts(model)["non_embedding"]
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    attn_unit = 4 * cfg.num_hidden_layers * cfg.num_attention_heads * head_dim
+    unique = list({tuple(x): len(x) for x in prompts}.values())
+    prefill = sum(2 * p * L + attn_unit * L * L / 2 for L in unique) / ceil["matmul_flops"]
+    return p, kv_bytes_per_token(cfg, model.dtype.itemsize), attn_unit, unique, prefill
 
 
 def roofline(case, prompts, n_new, model, ceil) -> dict:
     """Lower bound on the wall time of a case (see the module docstring); -> tokens/s limits."""
     if not ceil:
         return {}
-    cfg = model.config
-    p = param_counts(model)["non_embedding"]
-    kvt = kv_bytes_per_token(cfg, model.dtype.itemsize)
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    attn_unit = 4 * cfg.num_hidden_layers * cfg.num_attention_heads * head_dim  # FLOPs per (query, key)
+    p, kvt, attn_unit, unique, prefill = _costs(model, prompts, ceil)
     rows, flops_s, bw = len(prompts), ceil["matmul_flops"], ceil["copy_bw"]
-    unique = {tuple(x): len(x) for x in prompts}.values()
-    prefill = sum(2 * p * L + attn_unit * L * L / 2 for L in unique) / flops_s
     prompt_kv = sum(unique) * kvt
     decode = 0.0
     ctx_sum = sum(len(x) for x in prompts)
@@ -117,6 +179,25 @@ def roofline(case, prompts, n_new, model, ceil) -> dict:
     weights_only = rows / (p * model.dtype.itemsize / bw)  # decode steps reading weights only, no prefill
     return {"roofline_tok_s": rows * n_new / (prefill + decode), "weights_only_tok_s": weights_only,
             "roofline_prefill_s": prefill, "roofline_step_ms": 1e3 * decode / n_new}
+
+
+def roofline_lengths(prompts, lengths, batch: int, k: int, model, ceil) -> dict:
+    """The roofline of a real-length case: prefill of each question once, then sum(lengths) / batch decode
+    steps (every seat busy), each reading the weights, each in-flight question's prompt once and the
+    rows' generated keys at their mean position, at max(matmul time, bytes / bandwidth); -> tok/s."""
+    if not ceil:
+        return {}
+    p, kvt, attn_unit, unique, prefill = _costs(model, prompts, ceil)
+    flops_s, bw = ceil["matmul_flops"], ceil["copy_bw"]
+    useful = sum(lengths)
+    steps = useful / batch
+    gen_pos = sum(n * (n - 1) / 2 for n in lengths) / useful  # mean generated keys behind a useful token
+    prompt = sum(unique) / len(unique)
+    flops = 2 * p * batch + attn_unit * batch * (prompt + gen_pos)
+    nbytes = p * model.dtype.itemsize + (batch / k * prompt + batch * gen_pos) * kvt
+    decode = steps * max(flops / flops_s, nbytes / bw)
+    return {"roofline_tok_s": useful / (prefill + decode), "roofline_prefill_s": prefill,
+            "roofline_step_ms": 1e3 * decode / steps}
 
 
 def check_tiny(device: str) -> dict:
@@ -201,6 +282,117 @@ def logit_fidelity(model, prompts, n_steps: int = 16) -> dict:
             "transformers_argmax_agrees_fp32": float((hf.argmax(-1) == ref.argmax(-1)).float().mean())}
 
 
+def _error(e: Exception, what: str = "") -> str:
+    import traceback
+
+    traceback.print_exc()
+    return f"{what}{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+
+
+def fixed_case(case, model, args, ceil, n_new, checks):
+    """Every row generates exactly n_new tokens; plain generate (2nd run) against each static variant."""
+    on_cuda = model.device.type == "cuda"
+    prompts = make_prompts(case, model.config.vocab_size)
+    base = {"case": case["case"], **roofline(case, prompts, n_new, model, ceil)}
+    new_tokens = len(prompts) * n_new
+    try:
+        if not args.skip_plain:
+            plain_generate(model, prompts[:2], 2, case["mode"])  # warm-up (kernels, handles)
+            # The first full run grows the allocator's pool step by step (a new, larger cache every
+            # step); the later runs reuse it. Both are kept: the last is the baseline.
+            times = [plain_generate(model, prompts, n_new, case["mode"])[0] for _ in range(args.plain_runs)]
+            base["plain_cold_tok_s"] = new_tokens / times[0]
+            base["plain_tok_s"] = new_tokens / times[-1]
+            base["plain_step_ms"] = 1e3 * times[-1] / n_new
+    except Exception as e:  # noqa: BLE001 -- one failing case must not lose the others' numbers
+        base["error"] = _error(e, "plain: ")
+    out_rows = []
+    for variant in args.static_variants:
+        r = {**base, "variant": variant}
+        try:
+            if on_cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            sampler = StaticSampler(model, None, batch_size=case["batch"], **STATIC_VARIANTS[variant])
+            t_cold, _, _ = static_generate(sampler, prompts, n_new, case["mode"])
+            t_warm, out, st = static_generate(sampler, prompts, n_new, case["mode"])
+            assert all(len(ids) == n_new for ids, _ in out)
+            r.update(static_tok_s=new_tokens / t_warm, static_cold_tok_s=new_tokens / t_cold,
+                     static_prefill_s=st.prefill_s, static_step_ms=1e3 * st.decode_s / max(st.steps, 1),
+                     fallback_rows=st.fallback_rows, capture_s=t_cold - t_warm)
+            if on_cuda:
+                r["static_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            if args.profile and variant == args.static_variants[0] and "profile" not in checks:
+                checks["profile"] = profile(sampler, prompts, case["mode"], args.profile_steps)
+            sampler._drop_state()
+            del sampler
+            if "plain_tok_s" in r:
+                r["speedup"] = r["static_tok_s"] / r["plain_tok_s"]
+            if "roofline_tok_s" in r:
+                r["of_roofline"] = r["static_tok_s"] / r["roofline_tok_s"]
+        except Exception as e:  # noqa: BLE001 -- one failing case must not lose the others' numbers
+            r["error"] = _error(e)
+        out_rows.append(r)
+    return out_rows
+
+
+def real_length_case(case, model, args, ceil, n_new, checks):
+    """Rows stop at lengths drawn from a stored histogram; useful tokens/s of plain generate (n / b batches),
+    transformers' continuous batching (first --continuous-rows rows), starloop without and with refill."""
+    hist = real_lengths.load(case["lengths"])
+    prompts = make_prompts(case, model.config.vocab_size)
+    k, limit = case["k"], hist["limit"]
+    lengths = real_lengths.draw(hist, len(prompts), seed=1)
+    useful = sum(lengths)
+    from starloop.sampler_support import auto_batch_size
+
+    base = {"case": case["case"], "useful_tokens": useful, "mean_length": useful / len(lengths),
+            "auto_rows": auto_batch_size(model, max(map(len, prompts)), limit, k),
+            **roofline_lengths(prompts, lengths, case["batch"], k, model, ceil)}
+    try:
+        if not args.skip_plain:
+            b = case["batch"]
+            plain_generate(model, prompts[:b], 0, case["mode"], lengths[:b])  # grows the allocator's pool
+            base["plain_tok_s"] = useful / plain_batches(model, prompts, lengths, b, case["mode"])
+    except Exception as e:  # noqa: BLE001
+        base["error"] = _error(e, "plain: ")
+    if args.continuous_rows:
+        try:
+            n = args.continuous_rows
+            t, got = continuous_generate(model, prompts[:n], lengths[:n], case["mode"])
+            base["continuous_tok_s"] = sum(lengths[:n]) / t
+            base["continuous_rows"], base["continuous_tokens_seen"] = n, got
+        except Exception as e:  # noqa: BLE001
+            base["continuous_error"] = _error(e, "generate_batch: ")
+    out_rows = []
+    sampler = StaticSampler(model, None, batch_size=case["batch"])
+    b = case["batch"]
+    t0 = time.perf_counter()  # compiles and captures for this batch shape: 2 tokens per row of one batch
+    static_generate(sampler, prompts[:b], limit, case["mode"], [2] * len(prompts[:b]))
+    base["capture_s"] = time.perf_counter() - t0
+    for variant, refill in (("no refill", False), ("refill", True)):
+        r = {**base, "variant": variant}
+        try:
+            sampler.refill = refill
+            t_warm, out, st = static_generate(sampler, prompts, limit, case["mode"], lengths)
+            assert [len(ids) for ids, _ in out] == lengths
+            r.update(static_tok_s=useful / t_warm, static_prefill_s=st.prefill_s,
+                     static_step_ms=1e3 * st.decode_s / max(st.steps, 1), steps=st.steps, refills=st.refills,
+                     occupancy=1 - st.idle_row_steps / max(st.steps * st.seats, 1),
+                     fallback_rows=st.fallback_rows)
+            if "plain_tok_s" in r:
+                r["speedup"] = r["static_tok_s"] / r["plain_tok_s"]
+            if "roofline_tok_s" in r:
+                r["of_roofline"] = r["static_tok_s"] / r["roofline_tok_s"]
+        except Exception as e:  # noqa: BLE001
+            r["error"] = _error(e)
+        out_rows.append(r)
+    if len(out_rows) == 2 and "static_tok_s" in out_rows[0] and "static_tok_s" in out_rows[1]:
+        out_rows[1]["refill_gain"] = out_rows[1]["static_tok_s"] / out_rows[0]["static_tok_s"]
+    sampler._drop_state()
+    return out_rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=["llama-8b", "tiny"], default=None, help="random-weight model shape")
@@ -212,6 +404,8 @@ def main() -> None:
     ap.add_argument("--skip-plain", action="store_true", help="time the static sampler only")
     ap.add_argument("--plain-runs", type=int, default=2, help="timed plain generate runs per case (last counts)")
     ap.add_argument("--static-variants", nargs="*", default=["default"], choices=list(STATIC_VARIANTS))
+    ap.add_argument("--continuous-rows", type=int, default=0,
+                    help="real-length cases: rows through transformers' continuous batching (0 = skip)")
     ap.add_argument("--profile", action="store_true", help="kernel time table of the first case (warm)")
     ap.add_argument("--profile-steps", type=int, default=48)
     ap.add_argument("--out", default=None)
@@ -250,58 +444,20 @@ def main() -> None:
     rows = []
     json_path = args.out or (out_dir() and f"{out_dir()}/sampling.json")
     for case in cases:
-        prompts = make_prompts(case, vocab)
-        base = {"case": case["case"], **roofline(case, prompts, n_new, model, ceil)}
-        new_tokens = len(prompts) * n_new
-        try:
-            if not args.skip_plain:
-                plain_generate(model, prompts[:2], 2, case["mode"])  # warm-up (kernels, handles)
-                # The first full run grows the allocator's pool step by step (a new, larger cache every
-                # step); the later runs reuse it. Both are kept: the last is the baseline.
-                times = [plain_generate(model, prompts, n_new, case["mode"])[0] for _ in range(args.plain_runs)]
-                base["plain_cold_tok_s"] = new_tokens / times[0]
-                base["plain_tok_s"] = new_tokens / times[-1]
-                base["plain_step_ms"] = 1e3 * times[-1] / n_new
-        except Exception as e:  # noqa: BLE001 -- one failing case must not lose the others' numbers
-            base["error"] = f"plain: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-        for variant in args.static_variants:
-            r = {**base, "variant": variant}
-            try:
-                if on_cuda:
-                    torch.cuda.empty_cache()
-                    torch.cuda.reset_peak_memory_stats()
-                sampler = StaticSampler(model, None, batch_size=case["rows"], **STATIC_VARIANTS[variant])
-                t_cold, _, _ = static_generate(sampler, prompts, n_new, case["mode"])
-                t_warm, out, st = static_generate(sampler, prompts, n_new, case["mode"])
-                assert all(len(ids) == n_new for ids, _ in out)
-                r.update(static_tok_s=new_tokens / t_warm, static_cold_tok_s=new_tokens / t_cold,
-                         static_prefill_s=st.prefill_s, static_step_ms=1e3 * st.decode_s / max(st.steps - 1, 1),
-                         fallback_rows=st.fallback_rows, capture_s=t_cold - t_warm)
-                if on_cuda:
-                    r["static_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-                if args.profile and case is cases[0] and variant == args.static_variants[0]:
-                    checks["profile"] = profile(sampler, prompts, case["mode"], args.profile_steps)
-                sampler._drop_state()
-                del sampler
-                if "plain_tok_s" in r:
-                    r["speedup"] = r["static_tok_s"] / r["plain_tok_s"]
-                if "roofline_tok_s" in r:
-                    r["of_roofline"] = r["static_tok_s"] / r["roofline_tok_s"]
-            except Exception as e:  # noqa: BLE001 -- one failing case must not lose the others' numbers
-                r["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-                import traceback
-
-                traceback.print_exc()
+        run = real_length_case if case["lengths"] else fixed_case
+        for r in run(case, model, args, ceil, n_new, checks):
             rows.append(r)
             print(r, flush=True)
             write_json(json_path, {"env": env, "ceilings": ceil, "model": name, "new_tokens": n_new,
                                    "checks": checks, "rows": rows}, quiet=True)
 
-    cols = [("case", "case"), ("variant", "starloop variant"), ("plain_tok_s", "plain tok/s"), ("static_tok_s", "starloop tok/s"),
+    cols = [("case", "case"), ("variant", "starloop variant"), ("plain_tok_s", "plain tok/s"),
+            ("continuous_tok_s", "generate_batch tok/s"), ("static_tok_s", "starloop tok/s"),
             ("speedup", "ratio"), ("roofline_tok_s", "roofline tok/s"), ("of_roofline", "of roofline"),
             ("plain_step_ms", "plain ms/step"), ("static_step_ms", "starloop ms/step"),
             ("roofline_step_ms", "roofline ms/step"), ("static_prefill_s", "prefill s"),
             ("plain_cold_tok_s", "plain 1st run tok/s"), ("static_cold_tok_s", "starloop 1st run tok/s"),
+            ("occupancy", "seat occupancy"), ("refills", "refills"), ("capture_s", "1st-run overhead s"),
             ("fallback_rows", "fallback rows"), ("error", "error")]
     print(f"\n{env['card']}, {env['date']}, {name}, {n_new} new tokens per row, torch {env['torch']}, "
           f"transformers {env['transformers']}")

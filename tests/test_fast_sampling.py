@@ -83,13 +83,21 @@ def test_candidate_pick_equals_gumbel_sample_or_flags():
 
 
 def test_cascade_attention_equals_attention_over_all_keys():
+    """Prefix (first lens[n] of 6 keys per row) and suffix (first 3 of 4) attended apart and merged by
+    log-sum-exp = one softmax over just those keys; keys past a row's length change nothing."""
     torch.manual_seed(0)
-    q, k, v = torch.randn(2, 3, 4, 8), torch.randn(2, 3, 10, 8), torch.randn(2, 3, 10, 8)
-    bias = torch.zeros(1, 1, 1, 10)
-    full, _ = _attend_math(q, k, v, bias, 0.3)
-    a = _attend_math(q, k[:, :, :6], v[:, :, :6], bias[..., :6], 0.3)
-    b = _attend_math(q, k[:, :, 6:], v[:, :, 6:], bias[..., 6:], 0.3)
-    assert torch.allclose(_merge(*a, *b), full, atol=1e-6)
+    q, k, v = torch.randn(2, 3, 4, 8), torch.randn(2, 10, 3, 8), torch.randn(2, 10, 3, 8)  # k, v token-major
+    plen, slen = torch.tensor([6, 2]), torch.tensor([3, 3])
+    a = _attend_math(q, k[:, :6], v[:, :6], plen, 0.3)
+    b = _attend_math(q, k[:, 6:], v[:, 6:], slen, 0.3)
+    for n in range(2):
+        keep = list(range(int(plen[n]))) + [6, 7, 8]
+        kn, vn = k[n : n + 1, keep].transpose(1, 2), v[n : n + 1, keep].transpose(1, 2)
+        s = torch.softmax(torch.matmul(q[n : n + 1], kn.transpose(-1, -2)) * 0.3, dim=-1)
+        assert torch.allclose(_merge(*a, *b)[n : n + 1], torch.matmul(s, vn), atol=1e-6)
+    k2 = k.clone()
+    k2[1, 2:6] = 1e4  # past row 1's prompt length: not read
+    assert torch.equal(_attend_math(q, k2[:, :6], v[:, :6], plen, 0.3)[0][1], a[0][1])
 
 
 def test_make_sampler_picks_backend(tiny):

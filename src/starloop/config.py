@@ -75,8 +75,9 @@ class PromptConfig:
 class EvalConfig:
     # generate: chain-of-thought then answer extraction; logit: compare answer-letter logits.
     mode: str = "generate"
-    # Questions per generation batch.
-    batch_size: int = 16
+    # Questions per generation batch; null = sized from free GPU memory by the static sampler on CUDA,
+    # 16 otherwise (and for eval.mode=logit).
+    batch_size: int | None = None
     # Longest rationale generated.
     max_new_tokens: int = 256
     # 0 = greedy decoding.
@@ -100,8 +101,9 @@ class _TrainerBase:
     top_p: float = 0.95
     # Longest training rationale.
     max_new_tokens: int = 256
-    # Sequences per generation batch.
-    gen_batch_size: int = 16
+    # Sequences per generation batch; null = sized from free GPU memory by the static sampler on CUDA,
+    # 16 otherwise (and for reward scoring).
+    gen_batch_size: int | None = None
     # Sample again with the gold answer as a hint for questions with no correct sample (STaR).
     rationalize: bool = False
     # Keep at most this many correct rationales per question in the SFT set (null = all).

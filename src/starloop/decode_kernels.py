@@ -25,20 +25,45 @@ CANDIDATES = 64  # nucleus candidates looked at inside the decode graph (as `sam
 # --- attention -----------------------------------------------------------------------------------
 
 
-def _attend_math(q, k, v, bias, scale):
-    """softmax(q k^T * scale + bias) v and its log-sum-exp, in float32.
+def _length_bias(lens: torch.Tensor, n_keys: int) -> torch.Tensor:
+    """[N, 1, 1, n_keys] float32: 0 on the first lens[n] keys of row n, -inf after them."""
+    keep = torch.arange(n_keys, device=lens.device)[None, :] < lens[:, None]
+    return torch.where(keep, 0.0, float("-inf"))[:, None, None, :]
 
-    q [N, H, M, D], k/v [N, H, L, D], bias broadcastable to [N, H, M, L]. -> ([N, H, M, D], [N, H, M])."""
-    s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale + bias.float()
+
+def _attend_math(q, k, v, lens, scale):
+    """softmax(q k^T * scale) v over the first lens[n] keys of each row n, and its log-sum-exp, in float32.
+
+    q [N, H, M, D], k/v [N, L, H, D] (token-major, as the sampler stores them), lens int [N] (1..L).
+    -> ([N, H, M, D], [N, H, M])."""
+    k, v = k.transpose(1, 2), v.transpose(1, 2)
+    s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale + _length_bias(lens, k.shape[-2])
     lse = torch.logsumexp(s, dim=-1)
     return torch.matmul(torch.exp(s - lse[..., None]), v.float()), lse
 
 
-def _attend_efficient(q, k, v, bias, scale):
-    """The same through the memory-efficient attention kernel (reads k/v once per (N, H))."""
+def _attend_efficient(q, k, v, lens, scale):
+    """The same through the memory-efficient attention kernel in its variable-length mode: the N rows are
+    one packed sequence set (row n's keys start at n x L) and the kernel reads only the first lens[n] keys
+    of row n, so padding and unused slots cost no memory traffic. k/v must be contiguous [N, L, H, D]."""
+    n, h, m, d = q.shape
+    L = k.shape[1]
+    qf = q.transpose(1, 2).reshape(1, n * m, h, d)
+    cu_q = torch.arange(0, (n + 1) * m, m, device=q.device, dtype=torch.int32)
+    cu_k = torch.arange(0, (n + 1) * L, L, device=q.device, dtype=torch.int32)
+    out, lse = torch.ops.aten._efficient_attention_forward(
+        qf, k.view(1, n * L, h, d), v.view(1, n * L, h, d), None, cu_q, cu_k, m, L, 0.0, 0, True,
+        scale=scale, seqlen_k=lens.to(torch.int32))[:2]
+    return out.view(n, m, h, d).transpose(1, 2), lse[..., :m]
+
+
+def _attend_efficient_bias(q, k, v, lens, scale):
+    """The same kernel in its batched mode with the lengths as an additive -inf mask: it reads every key
+    of the buffer (the fallback where the variable-length mode is unavailable or disagrees)."""
     n, h, m, _ = q.shape
-    bias = bias.to(q.dtype).expand(n, h, m, k.shape[-2])
-    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, bias, True, scale=scale)[:2]
+    bias = _length_bias(lens, k.shape[1]).to(q.dtype).expand(n, h, m, k.shape[1])
+    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(
+        q, k.transpose(1, 2), v.transpose(1, 2), bias, True, scale=scale)[:2]
     return out, lse[..., :m]
 
 

@@ -181,8 +181,10 @@ def evaluate_questions(model, tokenizer, questions: Sequence[Question], cfg: Con
     from starloop.fast_sampling import make_sampler
 
     if cfg.eval.mode == "logit":
+        from starloop.sampler_support import CPU_BATCH_SIZE
+
         return letter_logit_samples(model, tokenizer, questions, few_shot=few_shot,
-                                    batch_size=cfg.eval.batch_size, progress=cfg.progress)
+                                    batch_size=cfg.eval.batch_size or CPU_BATCH_SIZE, progress=cfg.progress)
     sampler = make_sampler(cfg.model, model, tokenizer, cfg.eval.batch_size)
     return sample_questions(sampler, tokenizer, questions, cfg.prompt, k=1, seed_parts=(cfg.seed, *seed_parts),
                             max_new_tokens=cfg.eval.max_new_tokens, temperature=cfg.eval.temperature,

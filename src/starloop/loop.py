@@ -31,6 +31,7 @@ from starloop.loggers import open_logger
 from starloop.metrics import clustered_interval, mcnemar, summarize
 from starloop.records import Question, Sample, read_samples, write_samples
 from starloop.runstate import RunLock, check_or_save_config
+from starloop.sampler_support import CPU_BATCH_SIZE
 
 log = logging.getLogger("starloop.train")
 
@@ -104,10 +105,11 @@ def sample_stage(policy: Policy, cfg: Config, questions: list[Question], folder:
     for part in parts:
         keep(read_samples(part))
     todo = [q for q in questions if q.id not in saved]
-    size = part_questions(batch_size, k, distributed.world()[1])
-    n_parts = (len(todo) + size - 1) // size
     sampler = make_sampler(cfg.model, policy.model, policy.tok, batch_size) if todo else None
     few_shot = evaluate.few_shot_examples(cfg) if todo else {}
+    rows = sampler.plan_batch(max_new_tokens, k) if hasattr(sampler, "plan_batch") else batch_size
+    size = part_questions(rows or CPU_BATCH_SIZE, k, distributed.world()[1])
+    n_parts = (len(todo) + size - 1) // size
     first = len(parts)
     for p in range(n_parts):
         qs = todo[p * size : (p + 1) * size]
@@ -144,7 +146,8 @@ def validate_stage(policy: Policy, cfg: Config, val_qs: list[Question], folder: 
         samples = distributed.map_sharded(
             lambda share: evaluate.letter_logit_samples(policy.model, policy.tok, share,
                                                         few_shot=evaluate.few_shot_examples(cfg),
-                                                        batch_size=cfg.eval.batch_size, progress=cfg.progress),
+                                                        batch_size=cfg.eval.batch_size or CPU_BATCH_SIZE,
+                                                        progress=cfg.progress),
             val_qs)
     else:
         samples = sample_stage(policy, cfg, val_qs, folder / "sample", k=1, seed_parts=(cfg.seed, "val", iteration),
@@ -267,7 +270,8 @@ def add_reward_columns(policy: Policy, cfg: Config, samples: list[Sample], by_id
 
     t = cfg.trainer
     soft = read_soft_labels(t.soft_labels) if t.label_dist == "file" else None
-    add_rewards(policy.model, policy.tok, samples, by_id, batch_size=t.gen_batch_size, label_dist=t.label_dist,
+    add_rewards(policy.model, policy.tok, samples, by_id, batch_size=t.gen_batch_size or CPU_BATCH_SIZE,
+                label_dist=t.label_dist,
                 label_smoothing=t.label_smoothing, soft_labels=soft)
 
 

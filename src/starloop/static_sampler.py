@@ -3,17 +3,23 @@
 - the k samples of a question share its prompt: the prompt is prefilled once and its keys/values are
   stored once per question; each decode step attends to that shared prefix once per question
   (cascade attention: prefix and per-sample suffix attended separately and merged by log-sum-exp);
-- preallocated (static) key/value buffers, so on CUDA each decode step (model and sampler) is one
-  CUDA-graph replay;
+- row refill (continuous batching): the batch is a set of seats, c per question slot; when every row of
+  a question slot has ended (EOS or its limit) the slot takes the next waiting question (its prompt is
+  prefilled while the other rows wait one step), so the batch stays full until the queue is empty
+  (refill.py runs this loop). With one sample per question (c = 1) each row is refilled as it ends;
+- preallocated (static) key/value buffers, each row at its own step: attention reads only the keys a
+  row has (per-row key lengths), so padding and unused slots cost nothing, and on CUDA each decode step
+  (model and sampler) is one CUDA-graph replay, captured once per batch shape and decoding setting;
 - on CUDA the elementwise parts of a layer (norm + residual, rotary, merge, SiLU) are compiled into one
   kernel each, and q/k/v are one matmul: eager, a step of an 8B model is ~2,000 small kernels;
-- prompts grouped by length, and batches made of whole questions.
+- buffers sized in buckets and kept across calls, so the parts of a sampling stage reuse one set of
+  compiled kernels and graphs; batch size sized from free GPU memory when not given (`auto_batch_size`).
 The tensor functions (attention, layer pieces, in-graph draw) are in decode_kernels.py.
 docs/performance.md has the measurements and what limits them.
 Tokens are those of `HFSampler` for the same seeds: the same hashed Gumbel-max draw (sampling.py) on
-the same logits, step numbering from 0 at the first new token. Inside the graph, nucleus sampling
-looks at the 64 most likely tokens; a row whose nucleus is wider is flagged and drawn again, exactly,
-by `gumbel_sample` (counted in `fallback_rows`).
+the same logits, step numbering from 0 at the first new token of each row, whatever row it shares the
+batch with or when it entered. Inside the graph, nucleus sampling looks at the 64 most likely tokens;
+a row whose nucleus is wider is flagged and drawn again, exactly, by `gumbel_sample` (`fallback_rows`).
 
 Supported architectures: the Llama family (llama, mistral, qwen2, qwen3), plain or with LoRA adapters
 (peft layers are called as they are); see `static_unsupported` (sampler_support.py). For others
@@ -35,6 +41,7 @@ from starloop.decode_kernels import (
     _add_rms_norm,
     _add_rms_norm_any,
     _attend_efficient,
+    _attend_efficient_bias,
     _attend_math,
     _Fused,
     _merge_cascade,
@@ -47,7 +54,8 @@ from starloop.decode_kernels import (
     _silu_mul_any,
 )
 from starloop.errors import StarloopError
-from starloop.sampler_support import _causal_lm, static_unsupported
+from starloop.refill import run_units
+from starloop.sampler_support import _causal_lm, auto_batch_size, static_unsupported
 from starloop.sampling import Generation, gumbel_sample, halved_batch_size, is_oom
 
 log = logging.getLogger("starloop.fast_sampling")
@@ -62,20 +70,20 @@ def _round_up(n: int, m: int) -> int:
 
 @dataclass
 class _State:
-    """Static buffers of one batch shape (B rows = G questions x c samples)."""
+    """Static buffers of one batch shape (B rows = G question slots x c seats), kept across calls."""
 
-    key: tuple
-    kp: list[torch.Tensor]  # per layer [G, Hkv, Lp, D]: the shared prompt keys (right-padded)
+    key: tuple  # (B, G, Lp, S): rows, question slots, prompt capacity, generated-key capacity
+    kp: list[torch.Tensor]  # per layer [G, Lp, Hkv, D]: each slot's shared prompt keys (right-padded)
     vp: list[torch.Tensor]
-    ks: list[torch.Tensor]  # per layer [B, Hkv, S, D]: each sample's generated keys
+    ks: list[torch.Tensor]  # per layer [B, S, Hkv, D]: each row's generated keys
     vs: list[torch.Tensor]
-    bias_p: torch.Tensor  # [G, 1, 1, Lp]: 0 on prompt tokens, -inf on padding
+    plen: torch.Tensor  # [G] int32 prompt length of each question slot (keys its rows read)
     pos0: torch.Tensor  # [B] prompt length of each row (position of its first new token)
     seeds: torch.Tensor  # [B]
-    tok_in: torch.Tensor  # [B] last token
-    slot: torch.Tensor  # [1] suffix slot the step writes (= step - 1)
-    step: torch.Tensor  # [1] index of the token being drawn
-    graphs: dict = field(default_factory=dict)  # (S_b, temperature, top_p) -> (graph, outputs)
+    tok_in: torch.Tensor  # [B] last token of each row
+    step: torch.Tensor  # [B] index of the token each row draws (its key slot is step - 1)
+    rows: torch.Tensor  # [B] 0..B-1
+    graphs: dict = field(default_factory=dict)  # (temperature, top_p) -> (graph, outputs)
 
 
 @dataclass
@@ -88,22 +96,30 @@ class SamplerStats:
     new_tokens: int = 0
     fallback_rows: int = 0
     prefill_tokens: int = 0
+    refills: int = 0  # prefill passes that filled question slots while other rows were decoding
+    idle_row_steps: int = 0  # decode-step seats that held no running row (1 - this / (steps x B): occupancy)
+    seats: int = 0  # rows of the batch shape (B)
 
 
 class StaticSampler:
-    """Static-cache decode loop with the prompt shared by its samples; CUDA graphs on GPU.
+    """Static-cache decode loop with the prompt shared by its samples and row refill; CUDA graphs on GPU.
 
-    batch_size: rows (samples) decoded together. cuda_graphs / compile_sampling / compile_kernels (the
-    elementwise parts of a layer) / fuse_projections (q, k, v in one matmul): None = on for CUDA.
-    suffix_bucket: generated-key slots are read in buckets of this many (one graph per bucket);
-    prefix_align: prompt buffers are padded to a multiple of this (batches of similar length then
-    reuse the same graphs). max_prefill_tokens: prompt tokens per prefill chunk.
+    batch_size: rows (samples) decoded together; None = sized from free GPU memory at the first call
+    (`auto_batch_size`), 16 on CPU. refill: a question slot whose rows have all ended takes the next
+    waiting question (False: a batch runs until its longest row ends, then the next batch starts).
+    refill_min_free: with refill, the fraction of question slots that must be free before they are
+    refilled together (one prompt pass for several questions instead of one each). cuda_graphs /
+    compile_sampling / compile_kernels (the elementwise parts of a layer) / fuse_projections (q, k, v in
+    one matmul): None = on for CUDA. prefix_align: prompt buffers hold a multiple of this many tokens
+    (calls with prompts up to that length reuse the buffers and graphs). max_prefill_tokens: prompt
+    tokens per prefill chunk.
     """
 
-    def __init__(self, model, tokenizer, batch_size: int = 64, *, cuda_graphs: bool | None = None,
+    def __init__(self, model, tokenizer, batch_size: int | None = 64, *, refill: bool = True,
+                 refill_min_free: float = 1 / 16, cuda_graphs: bool | None = None,
                  compile_sampling: bool | None = None, compile_kernels: bool | None = None,
-                 fuse_projections: bool | None = None, suffix_bucket: int | None = None,
-                 prefix_align: int | None = None, max_prefill_tokens: int = 32768):
+                 fuse_projections: bool | None = None, prefix_align: int | None = None,
+                 max_prefill_tokens: int = 32768):
         reason = static_unsupported(model)
         if reason:
             raise StarloopError(f"model.sampler=static: {reason}")
@@ -121,8 +137,8 @@ class StaticSampler:
         self.device, self.dtype = p.device, p.dtype
         on_cuda = self.device.type == "cuda"
         self.cuda_graphs = on_cuda if cuda_graphs is None else (cuda_graphs and on_cuda)
-        self.suffix_bucket = suffix_bucket or (64 if on_cuda else 1)
-        self.prefix_align = prefix_align or (64 if on_cuda else 8)
+        self.prefix_align = prefix_align or (256 if on_cuda else 8)
+        self.refill, self.refill_min_free = refill, refill_min_free
         self.max_prefill_tokens = max_prefill_tokens
         self._attend = self._choose_attention() if on_cuda else _attend_math
         fuse = on_cuda if compile_kernels is None else (compile_kernels and on_cuda)
@@ -161,23 +177,24 @@ class StaticSampler:
         self.record_logits: list[torch.Tensor] | None = None  # set to [] to keep each step's logits (checks)
 
     def _choose_attention(self):
-        """The efficient kernel where it is there and agrees with the float32 maths; else the maths."""
-        try:
-            g = torch.Generator(device=self.device).manual_seed(0)
-            q = torch.randn(2, self.n_kv, 8, self.head_dim, device=self.device, generator=g).to(self.dtype)
-            k = torch.randn(2, self.n_kv, 80, self.head_dim, device=self.device, generator=g).to(self.dtype)
-            v = torch.randn(2, self.n_kv, 80, self.head_dim, device=self.device, generator=g).to(self.dtype)
-            bias = torch.zeros(2, 1, 1, 80, device=self.device, dtype=self.dtype)
-            bias[1, ..., 50:] = float("-inf")
-            scale = self.head_dim**-0.5
-            o1, l1 = _attend_efficient(q, k, v, bias, scale)
-            o2, l2 = _attend_math(q, k, v, bias, scale)
-            err = float((o1 - o2).norm() / o2.norm()) + float((l1 - l2).abs().max())
-            if err < 2e-2:
-                return _attend_efficient
-            log.warning("efficient attention disagrees with the reference (%.3g); using plain maths", err)
-        except (RuntimeError, NotImplementedError) as e:
-            log.warning("efficient attention unavailable (%s); using plain maths", str(e).splitlines()[0])
+        """The first efficient kernel that is there and agrees with the float32 maths; else the maths."""
+        g = torch.Generator(device=self.device).manual_seed(0)
+        q = torch.randn(2, self.n_kv, 8, self.head_dim, device=self.device, generator=g).to(self.dtype)
+        k = torch.randn(2, 80, self.n_kv, self.head_dim, device=self.device, generator=g).to(self.dtype)
+        v = torch.randn(2, 80, self.n_kv, self.head_dim, device=self.device, generator=g).to(self.dtype)
+        lens = torch.tensor([80, 50], device=self.device, dtype=torch.int32)
+        scale = self.head_dim**-0.5
+        o2, l2 = _attend_math(q, k, v, lens, scale)
+        for fn in (_attend_efficient, _attend_efficient_bias):
+            try:
+                o1, l1 = fn(q, k, v, lens, scale)
+                err = float((o1.float() - o2).norm() / o2.norm()) + float((l1 - l2).abs().max())
+                if err < 2e-2:
+                    return fn
+                log.warning("%s disagrees with the reference (%.3g)", fn.__name__, err)
+            except (RuntimeError, NotImplementedError) as e:
+                log.warning("%s unavailable (%s)", fn.__name__, str(e).splitlines()[0][:200])
+        log.warning("no efficient attention kernel agrees with the reference; using plain maths")
         return _attend_math
 
     # -- public interface --
@@ -195,11 +212,19 @@ class StaticSampler:
     @torch.no_grad()
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], seeds: Sequence[int], *, max_new_tokens: int,
                      temperature: float = 0.0, top_p: float = 1.0, eos_token_id: int | None = None,
-                     progress: Callable[[int], None] | None = None) -> list[tuple[list[int], bool]]:
-        """(new token ids before EOS, whether EOS came) per prompt, in prompt order."""
+                     progress: Callable[[int], None] | None = None,
+                     row_limits: Sequence[int] | None = None) -> list[tuple[list[int], bool]]:
+        """(new token ids before EOS, whether EOS came) per prompt, in prompt order. row_limits: tokens
+        per prompt, each at most max_new_tokens (a benchmark's stand-in for real output lengths)."""
         if any(len(p) == 0 for p in prompt_ids):
             raise ValueError("empty prompt")
-        # Identical prompts (the k samples of a question) form one group with one shared prefix.
+        if len(prompt_ids) != len(seeds):
+            raise ValueError("one seed per prompt")
+        if not prompt_ids or max_new_tokens < 1:
+            return [([], False) for _ in prompt_ids]
+        self.plan_batch(max_new_tokens, len(prompt_ids) // len({tuple(p) for p in prompt_ids}),
+                        max(len(p) for p in prompt_ids))
+        # Identical prompts (the k samples of a question) form one unit with one shared prefix.
         groups: dict[tuple, list[int]] = {}
         for i, p in enumerate(prompt_ids):
             groups.setdefault(tuple(p), []).append(i)
@@ -208,35 +233,32 @@ class StaticSampler:
             for s in range(0, len(members), self.batch_size):
                 units.append((list(p), members[s : s + self.batch_size]))
         results: list[tuple[list[int], bool] | None] = [None] * len(prompt_ids)
-        # Batches of whole groups of equal size, longest prompts first (padding and OOM early).
+        # One run per unit size c (seats per question slot), longest prompts first (OOM early).
         by_count: dict[int, list] = {}
         for u in units:
             by_count.setdefault(len(u[1]), []).append(u)
-        todo = []
         for c in sorted(by_count):
-            todo += sorted(by_count[c], key=lambda u: -len(u[0]))
-        pos = 0
-        while pos < len(todo):
-            c = len(todo[pos][1])
-            n_groups = max(1, self.batch_size // c)
-            batch = [u for u in todo[pos : pos + n_groups] if len(u[1]) == c]
-            rows = [r for _, members in batch for r in members]
-            try:
-                out = self._run_batch([u[0] for u in batch], c, [seeds[r] for r in rows], max_new_tokens,
-                                      temperature, top_p, eos_token_id)
-            except (torch.OutOfMemoryError, RuntimeError) as e:
-                if is_oom(e):
-                    self._drop_state()  # the graphs and buffers of the failed batch size
-                self.batch_size = halved_batch_size(e, self.batch_size, "sampling", floor=c)
-                continue
-            for r, o in zip(rows, out):
-                results[r] = o
-            pos += len(batch)
-            if progress:
-                progress(len(rows))
+            todo = sorted(by_count[c], key=lambda u: -len(u[0]))
+            while todo:
+                try:
+                    run_units(self, todo, c, seeds, results, max_new_tokens, temperature, top_p, eos_token_id,
+                              progress, row_limits)
+                except (torch.OutOfMemoryError, RuntimeError) as e:
+                    if is_oom(e):
+                        self._drop_state()  # the graphs and buffers of the failed batch size
+                    self.batch_size = halved_batch_size(e, self.batch_size, "sampling", floor=c)
+                # Units whose rows have all ended are kept; the others run again (their draws are seeded,
+                # so they give the same tokens).
+                todo = [u for u in todo if any(results[r] is None for r in u[1])]
         return results  # type: ignore[return-value]
 
-    # -- one batch --
+    def plan_batch(self, max_new_tokens: int, k: int, max_prompt: int = 1024) -> int:
+        """The batch size, sized now (from free memory, for prompts up to max_prompt tokens) if unset."""
+        if self.batch_size is None:
+            self.batch_size = auto_batch_size(self.lm, max_prompt, max_new_tokens, k, self.max_prefill_tokens)
+        return self.batch_size
+
+    # -- buffers --
 
     def _drop_state(self):
         self._state = None
@@ -244,10 +266,19 @@ class StaticSampler:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _get_state(self, B: int, G: int, Lp: int, S: int) -> _State:
-        key = (B, G, Lp, S)
-        if self._state is not None and self._state.key == key:
-            return self._state
+    def state_for(self, n_units: int, c: int, max_prompt: int, n_new: int) -> _State:
+        """Buffers for question slots of c seats: kept when they fit (same slots, enough capacity), so
+        the calls of one sampling stage reuse one set of compiled kernels and graphs."""
+        on_cuda = self.device.type == "cuda"
+        G = max(1, self.batch_size // c)
+        if n_units < G:  # fewer questions than slots: a power of two, so few distinct shapes
+            G = min(G, 1 << (n_units - 1).bit_length())
+        B = G * c
+        Lp = _round_up(max_prompt, self.prefix_align)
+        S = _round_up(max(n_new - 1, 1), 64 if on_cuda else 1)
+        st = self._state
+        if st is not None and st.key[:2] == (B, G) and st.key[2] >= Lp and st.key[3] >= S:
+            return st
         self._drop_state()
         dev, dt = self.device, self.dtype
         n_layers = len(self.layers)
@@ -256,68 +287,20 @@ class StaticSampler:
             return torch.zeros(*shape, device=dev, dtype=dtype)
 
         self._state = _State(
-            key=key,
-            kp=[z(G, self.n_kv, Lp, self.head_dim) for _ in range(n_layers)],
-            vp=[z(G, self.n_kv, Lp, self.head_dim) for _ in range(n_layers)],
-            ks=[z(B, self.n_kv, S, self.head_dim) for _ in range(n_layers)],
-            vs=[z(B, self.n_kv, S, self.head_dim) for _ in range(n_layers)],
-            bias_p=z(G, 1, 1, Lp), pos0=z(B, dtype=torch.long), seeds=z(B, dtype=torch.long),
-            tok_in=z(B, dtype=torch.long), slot=z(1, dtype=torch.long), step=z(1, dtype=torch.long),
+            key=(B, G, Lp, S),
+            kp=[z(G, Lp, self.n_kv, self.head_dim) for _ in range(n_layers)],
+            vp=[z(G, Lp, self.n_kv, self.head_dim) for _ in range(n_layers)],
+            ks=[z(B, S, self.n_kv, self.head_dim) for _ in range(n_layers)],
+            vs=[z(B, S, self.n_kv, self.head_dim) for _ in range(n_layers)],
+            plen=torch.ones(G, device=dev, dtype=torch.int32), pos0=z(B, dtype=torch.long),
+            seeds=z(B, dtype=torch.long), tok_in=z(B, dtype=torch.long),
+            step=torch.ones(B, device=dev, dtype=torch.long), rows=torch.arange(B, device=dev),
         )
         return self._state
 
     def _sync(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-
-    def _run_batch(self, prompts: list[list[int]], c: int, seeds: list[int], n_new: int, temperature: float,
-                   top_p: float, eos: int | None) -> list[tuple[list[int], bool]]:
-        G, B = len(prompts), len(prompts) * c
-        lens = [len(p) for p in prompts]
-        Lp = _round_up(max(lens), self.prefix_align)
-        S = _round_up(max(n_new - 1, 1), 16 if self.device.type == "cuda" else 1)
-        st = self._get_state(B, G, Lp, S)
-        dev = self.device
-        lens_t = torch.tensor(lens, device=dev)
-        st.pos0.copy_(lens_t.repeat_interleave(c))
-        st.seeds.copy_(torch.tensor(seeds, dtype=torch.long))
-        st.bias_p.copy_(torch.where(torch.arange(Lp, device=dev)[None, :] < lens_t[:, None], 0.0,
-                                    float("-inf")).to(self.dtype)[:, None, None, :])
-        t0 = time.perf_counter()
-        logits = self._prefill(prompts, st).repeat_interleave(c, dim=0)  # [B, V]
-        self.stats.prefill_tokens += sum(lens)
-        st.step.fill_(0)
-        tok = self._draw(logits, st, 0, temperature, top_p)
-        self._sync()
-        t1 = time.perf_counter()
-        self.stats.prefill_s += t1 - t0
-        eos_t = torch.tensor(-1 if eos is None else eos, device=dev)
-        out = torch.empty(B, n_new, dtype=torch.long, device=dev)
-        out[:, 0] = tok
-        done = tok == eos_t
-        steps = 1
-        for s in range(1, n_new):
-            if bool(done.all()):
-                break
-            st.tok_in.copy_(tok)
-            st.slot.fill_(s - 1)
-            st.step.fill_(s)
-            s_b = min(S, _round_up(s, self.suffix_bucket))
-            logits = self._decode(st, s_b, temperature, top_p)
-            tok = self._draw(logits, st, s, temperature, top_p)
-            out[:, s] = tok
-            done |= tok == eos_t
-            steps += 1
-        self._sync()
-        self.stats.decode_s += time.perf_counter() - t1
-        self.stats.steps += steps
-        self.stats.rows += B
-        rows = []
-        for r in out[:, :steps].tolist():
-            n = r.index(eos) if eos is not None and eos in r else len(r)
-            rows.append((r[:n], n < len(r)))
-        self.stats.new_tokens += sum(len(r) for r, _ in rows)
-        return rows
 
     def _pick(self, logits, seeds, step, temperature: float, top_p: float):
         # Only the full-vocabulary draw (top_p = 1) is worth compiling: its hash runs over every token id,
@@ -332,18 +315,17 @@ class StaticSampler:
             self._pick_compiled = _pick
             return _pick(logits, seeds, step, temperature, top_p)
 
-    def _draw(self, logits, st: _State, step: int, temperature: float, top_p: float) -> torch.Tensor:
-        """Token per row; rows whose nucleus is wider than the candidates are drawn exactly here."""
-        if isinstance(logits, tuple):  # from a graph: (logits, tok, needs_exact) already computed
+    def draw(self, logits, seeds: torch.Tensor, step: torch.Tensor, temperature: float, top_p: float):
+        """Token per row; rows whose nucleus is wider than the candidates are drawn exactly here.
+        logits: [N, V], or (logits, token, needs_exact) replayed from a graph; seeds, step: [N]."""
+        if isinstance(logits, tuple):
             logits, tok, needs_exact = logits
         else:
-            tok, needs_exact = self._pick(logits, st.seeds, st.step, temperature, top_p)
-        if self.record_logits is not None:
-            self.record_logits.append(logits.float().cpu())
+            tok, needs_exact = self._pick(logits, seeds, step, temperature, top_p)
         if needs_exact is not None and bool(needs_exact.any()):
             rows = needs_exact.nonzero().squeeze(-1)
             tok = tok.clone()
-            tok[rows] = gumbel_sample(logits[rows], st.seeds[rows], step, temperature, top_p)
+            tok[rows] = gumbel_sample(logits[rows], seeds[rows], step[rows], temperature, top_p)
             self.stats.fallback_rows += int(rows.numel())
         return tok
 
@@ -393,25 +375,29 @@ class StaticSampler:
             x, h = self._add_norm(ks, nxt, x, self._mlp(ks, layer.mlp, h))
         return x, h
 
-    def _prefill(self, prompts: list[list[int]], st: _State) -> torch.Tensor:
-        """Run the prompts (right-padded, in chunks), store their keys/values; -> last logits [G, V]."""
+    def prefill(self, prompts: list[list[int]], st: _State, slots: list[int]) -> torch.Tensor:
+        """Run the prompts (right-padded, in chunks), store their keys/values in question slots `slots`;
+        -> last logits [len(prompts), V]."""
         dev, out = self.device, []
         lmax = max(len(p) for p in prompts)
         per_chunk = max(1, self.max_prefill_tokens // lmax)
+        st.plen[torch.tensor(slots, device=dev)] = torch.tensor([len(p) for p in prompts], device=dev,
+                                                               dtype=torch.int32)
         for g0 in range(0, len(prompts), per_chunk):
             chunk = prompts[g0 : g0 + per_chunk]
             n, L = len(chunk), max(len(p) for p in chunk)
+            where = torch.tensor(slots[g0 : g0 + n], device=dev)
             ids = torch.zeros(n, L, dtype=torch.long)
             for r, p in enumerate(chunk):
                 ids[r, : len(p)] = torch.tensor(p)
             x = self.inner.embed_tokens(ids.to(dev))
             cos, sin = self.inner.rotary_emb(x, torch.arange(L, device=dev)[None, :].expand(n, L))
 
-            def attention(li, attn, h, g0=g0, n=n, L=L, cos=cos, sin=sin):
+            def attention(li, attn, h, where=where, n=n, L=L, cos=cos, sin=sin):
                 q, k, v = self._qkv(attn, h)
                 q, k = self.kp.rope(q, k, cos, sin)
-                st.kp[li][g0 : g0 + n, :, :L] = k
-                st.vp[li][g0 : g0 + n, :, :L] = v
+                st.kp[li][where, :L] = k.transpose(1, 2)
+                st.vp[li][where, :L] = v.transpose(1, 2)
                 # Right padding: a prompt token only sees earlier (real) tokens under the causal mask.
                 o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling,
                                                    enable_gqa=self.rep > 1)
@@ -420,62 +406,63 @@ class StaticSampler:
             _, h = self._layers(self.kp, x, attention)
             last = torch.tensor([len(p) - 1 for p in chunk], device=dev)
             out.append(self.head(h[torch.arange(n, device=dev), last]))
+        self.stats.prefill_tokens += sum(len(p) for p in prompts)
         return torch.cat(out)
 
-    def _decode_logits(self, st: _State, s_b: int) -> torch.Tensor:
-        """One decode step for all rows: st.tok_in at st.pos0 + st.slot -> logits [B, V]."""
+    def _decode_logits(self, st: _State) -> torch.Tensor:
+        """One decode step for all rows: st.tok_in at position st.pos0 + st.step - 1 -> logits [B, V]."""
         B, G = st.key[0], st.key[1]
         c = B // G
+        slot = st.step - 1  # each row's key slot
         x = self.inner.embed_tokens(st.tok_in)[:, None, :]  # [B, 1, H]
-        cos, sin = self.inner.rotary_emb(x, (st.pos0 + st.slot)[:, None])
-        valid = torch.arange(s_b, device=self.device) <= st.slot
-        bias_s = torch.where(valid, 0.0, float("-inf")).to(self.dtype)[None, None, None, :]
+        cos, sin = self.inner.rotary_emb(x, (st.pos0 + slot)[:, None])
+        n_keys = st.step.to(torch.int32)  # generated keys each row attends, this step's included
 
         def attention(li, attn, h):
             q, k, v = self._qkv(attn, h)
             qp, qs, k = self.kd.rope_decode(q, k, cos, sin, c)
-            st.ks[li].index_copy_(2, st.slot, k)
-            st.vs[li].index_copy_(2, st.slot, v)
+            st.ks[li][st.rows, slot] = k[:, :, 0]
+            st.vs[li][st.rows, slot] = v[:, :, 0]
             # Shared prompt: the c samples' queries of a question attend its prefix in one pass; then
             # each sample's own generated tokens; merged by log-sum-exp.
-            op, lp = self._attend(qp, st.kp[li], st.vp[li], st.bias_p, attn.scaling)
-            os_, ls = self._attend(qs, st.ks[li][:, :, :s_b], st.vs[li][:, :, :s_b], bias_s, attn.scaling)
+            op, lp = self._attend(qp, st.kp[li], st.vp[li], st.plen, attn.scaling)
+            os_, ls = self._attend(qs, st.ks[li], st.vs[li], n_keys, attn.scaling)
             return self.kd.merge(op, lp, os_.to(self.dtype), ls, c)
 
         _, h = self._layers(self.kd, x, attention)
         return self.head(h)[:, 0]
 
-    def _decode(self, st: _State, s_b: int, temperature: float, top_p: float):
+    def decode(self, st: _State, temperature: float, top_p: float):
         """Logits of one decode step, or (logits, token, needs_exact) replayed from a CUDA graph."""
         if not self.cuda_graphs:
-            return self._decode_logits(st, s_b)
-        gkey = (s_b, temperature, top_p)
+            return self._decode_logits(st)
+        gkey = (temperature, top_p)
         if gkey not in st.graphs:
             try:
-                self._capture(st, s_b, temperature, top_p)
+                self._capture(st, temperature, top_p)
             except Exception as e:  # e.g. an op that cannot be captured: run eagerly instead
                 if is_oom(e):
                     raise
                 log.warning("CUDA graph capture failed (%s); decoding without graphs", str(e).splitlines()[0][:200])
                 self.cuda_graphs = False
                 torch.cuda.synchronize()
-                return self._decode_logits(st, s_b)
+                return self._decode_logits(st)
         graph, outs = st.graphs[gkey]
         graph.replay()
         return outs
 
-    def _capture(self, st: _State, s_b: int, temperature: float, top_p: float) -> None:
-        """Record one decode step (model + sampling) for suffix bucket s_b as a CUDA graph."""
-        gkey = (s_b, temperature, top_p)
+    def _capture(self, st: _State, temperature: float, top_p: float) -> None:
+        """Record one decode step (model + sampling) as a CUDA graph."""
+        gkey = (temperature, top_p)
         t0 = time.perf_counter()
 
         def step():
-            logits = self._decode_logits(st, s_b)
+            logits = self._decode_logits(st)
             tok, needs_exact = self._pick(logits, st.seeds, st.step, temperature, top_p)
             return logits, tok, needs_exact
 
         # Warm up on a side stream (library handles, compilation), then capture. Both only
-        # rewrite this step's key/value slot, with the values the replay writes again.
+        # rewrite each row's current key slot, with the values the replay writes again.
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
