@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from starloop import strategies, train
-from starloop.strategies import dpo
 from starloop.build import Example
 from starloop.config import TrainerConfig
 from starloop.models import attach_lora
 from starloop.records import PreferencePair
+from starloop.strategies import dpo
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from starloop import strategies, train
-from starloop.strategies import dpo
 from starloop.build import Example
 from starloop.config import TrainerConfig
 from starloop.logprobs import batch_from_pairs, model_sequence_logprobs
 from starloop.models import attach_lora
 from starloop.records import PreferencePair
+from starloop.strategies import dpo
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ def test_dpo_runs_the_policy_without_dropout(fresh_tiny, monkeypatch):
         seen: set[float] = set()
         real = dpo.logps
 
-        def spy(m, t, ctxs, conts):
+        def spy(m, t, ctxs, conts, seen=seen, real=real):
             seen.update(x.p for x in m.modules() if isinstance(x, torch.nn.Dropout))
             return real(m, t, ctxs, conts)
 

@@ -32,6 +32,7 @@ from starloop.metrics import clustered_interval, mcnemar, summarize
 from starloop.records import Question, Sample, read_samples, write_samples
 from starloop.runstate import RunLock, check_or_save_config
 from starloop.sampler_support import CPU_BATCH_SIZE
+from starloop.sampling import sample_seed
 
 log = logging.getLogger("starloop.train")
 
@@ -228,7 +229,7 @@ def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_ad
         return json.loads((folder / "DONE").read_text())
     t = cfg.trainer
     strategy = strategies.get(t.strategy)
-    seed = hash_seed(cfg.seed, "lora", k)
+    seed = sample_seed(cfg.seed, "lora", k)
     if t.restart_from_base or prev_adapter is None:
         model = policy.use(None, trainable=True, fresh_seed=seed)
     else:
@@ -307,12 +308,6 @@ def _val_training_data(cfg: Config, out: Path):
         log.warning("trainer.val_every_n_steps: the validation generations give no %s data; val_loss not "
                     "logged", cfg.trainer.strategy)
     return data
-
-
-def hash_seed(*parts) -> int:
-    from starloop.sampling import sample_seed
-
-    return sample_seed(*parts)
 
 
 def run_train(cfg: Config) -> list[dict]:

@@ -19,8 +19,8 @@ from starloop.data.languages import (
     source_config,
     source_languages,
 )
-from starloop.data.sources import SPECS
 from starloop.data.rows import Collector, aligned_id, clean_subject, id_prefix, native_split
+from starloop.data.sources import SPECS
 from starloop.data.splits import (
     apply_limit,
     check_split,
@@ -31,6 +31,7 @@ from starloop.data.splits import (
 )
 from starloop.errors import ConfigError, DataError
 from starloop.records import Question
+
 
 def bundled_path(name: str) -> Path:
     """Path of a bundled source's archive inside the installed package (`<name>.tar.xz`)."""

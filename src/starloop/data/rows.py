@@ -21,7 +21,6 @@ from typing import Any
 from starloop.errors import DataError
 from starloop.records import LETTERS, Question
 
-NATIVE_SPLITS = ("dev", "val", "test", "train")
 _SPLIT_ALIASES = {
     "validation": "val",
     "valid": "val",

@@ -7,6 +7,7 @@ from typing import Any
 from starloop.data.rows import Collector, Location, parse_choices
 from starloop.data.source import HubSpec, Source
 
+
 def _cais(c: Collector, loc: Location, row: dict[str, Any]) -> None:
     # answer is a ClassLabel int (0-3); choices a list (accept its string form too).
     c.add(

@@ -27,8 +27,7 @@ def _global(c: Collector, loc: Location, row: dict[str, Any]) -> None:
     )
 
 
-_LANGUAGES = ("am ar bn cs de el en es fa fil fr ha he hi id ig it ja ko ky lt mg ms ne nl ny pl pt ro ru "
-              "si sn so sr sv sw te tr uk vi yo zh").split()
+_LANGUAGES = ["am", "ar", "bn", "cs", "de", "el", "en", "es", "fa", "fil", "fr", "ha", "he", "hi", "id", "ig", "it", "ja", "ko", "ky", "lt", "mg", "ms", "ne", "nl", "ny", "pl", "pt", "ro", "ru", "si", "sn", "so", "sr", "sv", "sw", "te", "tr", "uk", "vi", "yo", "zh"]
 
 SOURCE = Source(
     "global-mmlu", "MMLU in 42 languages (CohereForAI/Global-MMLU)", "Apache-2.0",

@@ -7,6 +7,7 @@ from typing import Any
 from starloop.data.rows import Collector, Location
 from starloop.data.source import HubSpec, Source
 
+
 def _mmmlu(c: Collector, loc: Location, row: dict[str, Any]) -> None:
     # The unnamed first column is the row's index in the English test set: unique, so repeats are bad data.
     key = row.get("Unnamed: 0", row.get(""))
