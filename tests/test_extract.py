@@ -103,8 +103,8 @@ CASES = [
     ("The answer is B. Mars has iron oxide dust.", "en", PLANETS, "B"),
     ("The answer is (C). I hope this helps with Venus.", "en", PLANETS, "C"),  # prose, not a restatement
     # --- One statement per option, conflicting statements: no answer ---
-    ("A. Venus is too hot, so the answer is A.\nB. Mars is red, so the answer is B.\n"
-     "C. Earth is blue, so the answer is C.\nD. Jupiter is a gas giant, so the answer is D.", "en", PLANETS, None),
+    (("A. Venus is too hot, so the answer is A.\nB. Mars is red, so the answer is B.\n"
+      "C. Earth is blue, so the answer is C.\nD. Jupiter is a gas giant, so the answer is D."), "en", PLANETS, None),
     ("Mars is red.\nThe answer is (B).\nThe answer is (C).", "en", None, None),
     ("The answer is (C)\n\nSo, the correct answer is:\n\nA. Venus", "en", PLANETS, None),
     # --- A revision: marked, or after enough reasoning ---
@@ -121,8 +121,8 @@ CASES = [
     ("After weighing them, I would choose C.", "en", None, "C"),
     ("Choose A if the force doubles and the mass stays fixed.", "en", None, None),
     ("Looking at the choices, the most accurate option is B. It means the", "en", None, "B"),
-    ("The change that would have occurred is:\nA. Low blood pressure, tachycardia.\n\nThis follows from "
-     "the loss of volume.", "en", PRESSURE, "A"),
+    (("The change that would have occurred is:\nA. Low blood pressure, tachycardia.\n\nThis follows from "
+      "the loss of volume."), "en", PRESSURE, "A"),
     ("Iron oxide makes it red.\n\nB. Mars\n\nIt is the fourth planet from the sun.", "en", PLANETS, "B"),
     ("The answer is: X: Mars", "en", PLANETS, "B"),  # placeholder letter, one option's exact text
     ("The answer is (X) Jupiter", "en", PLANETS, "D"),
