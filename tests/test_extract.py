@@ -98,6 +98,7 @@ CASES = [
     ("The answer is D. Low blood pressure, tachycardia.", "en", PRESSURE, None),
     ("The answer is (C) High blood pres", "en", PRESSURE, None),  # cut, but C's text starts "Low"
     ("B. Jupiter", "en", PLANETS, None),
+    ("The answer is A. High blood pressure\n\nThat settles it.", "en", PRESSURE, None),  # abridged B or D
     # ... and agree: the letter
     ("The answer is B, Mars.", "en", PLANETS, "B"),
     ("The answer is B. Mars has iron oxide dust.", "en", PLANETS, "B"),
@@ -109,6 +110,8 @@ CASES = [
     ("The answer is (C)\n\nSo, the correct answer is:\n\nA. Venus", "en", PLANETS, None),
     # --- A revision: marked, or after enough reasoning ---
     ("The answer is (A). Actually, the answer is (D).", "en", None, "D"),
+    ("The correct option is (D)\n\nSome filler.\n\nTo finish, I'll give you the answer:\n\nThe answer is (C)",
+     "en", None, "C"),
     (f"The answer is A.\n\n{REASONING}\n\nD is the answer.", "en", None, "D"),
     # --- Truncated re-listing or walk through the options: no answer ---
     ("Let's check each one.\nA. Venus is too hot.\nB. Mars has iron oxide.\nC. Earth is blue.\nD. Jupi",

@@ -87,13 +87,16 @@ _LISTING_INTRO_RE = re.compile(r"(?i)\b(?:options?|choices?|following|each|list|
 _REVISION_RE = re.compile(
     r"(?i)\b(?:wait|actually|however|but|instead|correction|mistake|reconsider\w*|re-?evaluat\w*|re-?check\w*"
     r"|re-?examin\w*|rethink\w*|on\s+(?:second|further)\s+thought|on\s+reflection|upon\s+(?:further|closer)"
-    r"|after\s+(?:further|careful|closer)|final(?:ly)?|in\s+conclusion|no,)"
+    r"|after\s+(?:further|careful|closer)|final(?:ly)?|in\s+(?:conclusion|summary)|to\s+(?:finish|conclude|sum\s+up)"
+    r"|no,)"
 )
 _WORD_RE = re.compile(r"[^\W_]+")
 # Two different letters separated by at least this many words of reasoning: the later one is a revision.
 _REVISION_WORDS = 25
 # A restatement cut by the token limit must keep this many characters to name an option.
 _MIN_CUT_CHARS = 4
+# ... and an abridged restatement elsewhere this many, in two words or more.
+_MIN_ABRIDGED_CHARS = 12
 _BOXED = r"\\boxed\s*\{"
 _OPTION_LINE_RE = re.compile(
     rf"^(?:[(\[]\s*(?P<p>[{_UP}{_LOW}])\s*[)\]][.:]?|(?P<u>[{_UP}{_LOW}])(?:[^\S\n]*[.):]|$))[^\S\n]*(?P<rest>.*)$"
@@ -171,8 +174,8 @@ def _restated(rest: str, choices: Sequence[str] | None, at_end: bool) -> set[int
     """Indices of the options that `rest` (the text after a letter, up to the line end) restates.
 
     A restatement is an option's whole text, or its text followed by more words ("Mars has iron
-    oxide"); at the very end of the output also the start of an option's text (cut by the token
-    limit). Empty when `rest` is prose that restates no option.
+    oxide"), or the start of an option's text: at the very end of the output (cut by the token
+    limit), or abridged when it is long enough. Empty when `rest` is prose that restates no option.
     """
     if not choices:
         return set()
@@ -185,7 +188,9 @@ def _restated(rest: str, choices: Sequence[str] | None, at_end: bool) -> set[int
     normed = [_norm_option(c) for c in choices]
     if r in normed:  # two options with the same text
         return {i for i, c in enumerate(normed) if c == r}
-    if at_end and len(r) >= _MIN_CUT_CHARS:
+    # The start of an option's text: cut by the token limit, or abridged ("C. Ho tswa ha" for "D. Ho
+    # tswa ha dikokwanahloko seleng") when long enough not to be a chance match.
+    if (at_end and len(r) >= _MIN_CUT_CHARS) or (len(r) >= _MIN_ABRIDGED_CHARS and " " in r):
         return {i for i, c in enumerate(normed) if c.startswith(r) and c != r}
     return set()
 
