@@ -6,14 +6,24 @@ localized "Answer:" it does not know, option text restated instead of a letter),
 1. Fold the text: NFKC (full-width "Ｂ" -> "B", "（B）" -> "(B)", "𝐁" -> "B"), then drop combining
    marks, so "Ìdáhùn náà ni", "Idahun naa ni" and a decomposed "Ìdáhùn" all read "idahun naa ni".
 2. Find every answer statement: an answer phrase of the question's language or of English (the
-   phrases live in `starloop.prompts.LANGUAGES`), `\\boxed{...}`, or English "B is correct." Each
-   resolves to a letter (in parentheses, or bare: an upper-case letter not followed by a letter, a
-   lower-case one only before punctuation or the line end, so "the answer is a combination" is no
-   answer), or else to the option text that follows it when exactly one choice matches.
-3. The LAST statement that resolves wins ("the answer is (A)... wait, the answer is (C)" -> C). It
-   gives None if its letter is out of range or it names two different letters ("A or B").
-4. Without any statement, a final line that is just an option ("B", "(B) Mars", "B. Mars") counts,
-   unless the line before it is an option too (the model was listing options, not answering).
+   phrases live in `starloop.prompts.LANGUAGES`), `\\boxed{...}`, "the most accurate option is",
+   "I choose B.", English "B is correct." / "D is the answer.", or a line ending in "is:" before a
+   single option line. Each resolves to a letter (in parentheses, or bare: an upper-case letter not
+   followed by a letter, a lower-case one only before punctuation or the line end, so "the answer is
+   a combination" is no answer), or else to the option text that follows it when exactly one choice
+   matches.
+3. Check a letter against the option text restated after it: another option's text ("B, <text of
+   A>") makes the statement no answer; a placeholder letter ("X: <text of A>") takes the option its
+   text restates. A letter out of range or two letters ("A or B") are no answer.
+4. The last statement decides, if it is not contradicted: statements naming three or more letters
+   (one "the answer is X" per option) give None, and so do two different letters unless a revision
+   lies between them (a marker such as "wait" or "actually", or enough new reasoning):
+   "the answer is (A)... wait, the answer is (C)" -> C; "The answer is (B). The answer is (C)." -> None.
+5. Without any statement, the last option line ("B", "(B) Mars", "B. Mars") counts when it is the
+   only option line (not a re-listing or a walk through the options, complete or cut off) and its
+   text agrees with its option; text may follow it only when it restates the option in full.
+
+docs/extraction.md explains the rules with examples and the figures measured on hand-labelled outputs.
 
 Letters in other scripts are read where models write them: Greek Α Β Γ Δ Ε, Cyrillic look-alikes
 А В С Е, Arabic أ ب ج د ه (the Arabic MMLU labels).
