@@ -108,6 +108,8 @@ CASES = [
       "C. Earth is blue, so the answer is C.\nD. Jupiter is a gas giant, so the answer is D."), "en", PLANETS, None),
     ("Mars is red.\nThe answer is (B).\nThe answer is (C).", "en", None, None),
     ("The answer is (C)\n\nSo, the correct answer is:\n\nA. Venus", "en", PLANETS, None),
+    ('D. Jupiter\n\nFinish with a single line: "The answer is (C)"', "en", PLANETS, None),  # option line vs statement
+    ('D. Jupiter\n\nFinish with a single line: "The answer is (D)"', "en", PLANETS, "D"),
     # --- A revision: marked, or after enough reasoning ---
     ("The answer is (A). Actually, the answer is (D).", "en", None, "D"),
     ("The correct option is (D)\n\nSome filler.\n\nTo finish, I'll give you the answer:\n\nThe answer is (C)",
@@ -120,6 +122,10 @@ CASES = [
     # --- Commitments without "answer is" ---
     ("Mars owes its colour to iron oxide.\n\nB is the answer.", "en", None, "B"),
     ("D is the answer. It has the most moons of the four.", "en", None, "D"),
+    ("Iron oxide colours it.\nMars is the correct answer.", "en", PLANETS, "B"),
+    ("Wees D. Ons begeerte na liefde.\n\nOns begeerte na liefde is die antwoord.", "af",
+     ["Waarheid.", "Goedheid.", "Ego.", "Ons begeerte na liefde."], "D"),
+    ("The red planet is the answer.", "en", PLANETS, None),  # no option's whole text
     ("Choose B. Mars.", "en", PLANETS, "B"),
     ("After weighing them, I would choose C.", "en", None, "C"),
     ("Choose A if the force doubles and the mass stays fixed.", "en", None, None),

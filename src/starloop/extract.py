@@ -75,11 +75,17 @@ _SECOND_RE = re.compile(
     r"|\bnoma\b|или|أو|或者|或|还是|または)[^\S\n]*" + _SLOT
 )
 _LINE_END = re.compile(r"[^\n]*")
+_LINE_RE = re.compile(r"[^\n]+")
 # English "Option B is correct." / "D is the answer." as a sentence of its own.
 _IS_CORRECT_RE = re.compile(
     r"(?<![A-Za-z])(?i:(?:option|choice)\s+)?(?:\(\s*(?P<p>[A-Z])\s*\)|(?P<u>[A-Z]))"
     r"(?i:\s+is\s+(?:the\s+)?(?:(?:correct|right|best)(?:\s+(?:answer|option|choice))?|(?:answer|correct\s+one)))"
     r"\s*[.!]?[*_]*(?=[^\S\n]*(?:\n|\Z)|[^\S\n]+[A-Z])"
+)
+# "<text of B> is the answer" (English, Afrikaans, Dutch): the option's whole text as the subject.
+_TEXT_IS_ANSWER_RE = re.compile(
+    r"(?i)(?:^|(?<=[.!?:\n]))(?P<subject>[^.!?:\n]+?)\s+is\s+(?:the|die|het)\s+"
+    r"(?:(?:correct|right|best|korrekte|regte|juiste)\s+)?(?:answer|antwoord)\b"
 )
 # "I choose A." / "Choose A. <option>": the letter must end its clause (see `_check_letter`).
 _CHOOSE_RE = re.compile(r"(?i:(?<![A-Za-z])(?:choose|select|pick|go\s+with))")
@@ -263,6 +269,13 @@ def _statements(text: str, language: str, n: int, choices: Sequence[str] | None)
         valid = LETTERS.find(letter) in range(n)
         found.append(_Statement(m.start(), m.end(), letter if valid else None, letter if valid else None))
     found += _introduced_options(text, n, choices)
+    if choices:
+        for m in _TEXT_IS_ANSWER_RE.finditer(text):
+            subject = _norm_option(m.group("subject"))
+            exact = [i for i, c in enumerate(choices) if subject and _norm_option(c) == subject]
+            if len(exact) == 1:
+                letter = LETTERS[exact[0]]
+                found.append(_Statement(m.start("subject"), m.end(), letter, letter))
     return sorted(found, key=lambda s: s.start)
 
 
@@ -318,16 +331,16 @@ def _option_line(line: str) -> tuple[str, str] | None:
     return _letter(m), m.group("rest").strip(_MARKDOWN_EDGE)
 
 
-def _final_line(text: str, n: int, choices: Sequence[str] | None, truncated: bool) -> str | None:
-    """The letter of the last option line ("B", "(B) Mars", "B. Mars") when it is an answer, else None.
+def _option_line_answer(text: str, n: int, choices: Sequence[str] | None, truncated: bool) -> _Statement | None:
+    """The last option line ("B", "(B) Mars", "B. Mars") as a statement when it is an answer, else None.
 
     It is no answer when other options are listed too (the model was re-listing or walking through
     them), after a listing introduction ("Let's look at the options:"), when its text is another
     option's, or when the output was cut at the token limit on or inside it. Text may follow it
     only when the line restates its option in full ("C. 924 Hz" and then one more sentence).
     """
-    lines = [ln for ln in text.splitlines() if ln.strip(_MARKDOWN_EDGE)]
-    found = [(i, opt) for i, ln in enumerate(lines) if (opt := _option_line(ln)) is not None]
+    lines = [m for m in _LINE_RE.finditer(text) if m.group(0).strip(_MARKDOWN_EDGE)]
+    found = [(i, opt) for i, m in enumerate(lines) if (opt := _option_line(m.group(0))) is not None]
     if not found:
         return None
     at, (letter, rest) = found[-1]
@@ -336,14 +349,15 @@ def _final_line(text: str, n: int, choices: Sequence[str] | None, truncated: boo
     index = LETTERS.find(letter)
     if index not in range(n):
         return None
-    if at > 0 and lines[at - 1].strip(_MARKDOWN_EDGE).endswith(":"):
+    if at > 0 and lines[at - 1].group(0).strip(_MARKDOWN_EDGE).endswith(":"):
         return None
+    statement = _Statement(lines[at].start(), lines[at].end(), letter, letter)
     last = at == len(lines) - 1
     known = bool(rest and choices and index < len(choices))
     restated = _restated(rest, choices, last) if known else set()
     full = known and index in restated and _norm_option(rest).startswith(_norm_option(choices[index]))
     if not last:
-        return letter if full else None
+        return statement if full else None
     if truncated and not full:
         return None
     if known:
@@ -351,7 +365,7 @@ def _final_line(text: str, n: int, choices: Sequence[str] | None, truncated: boo
         r, c = _norm_option(rest), _norm_option(choices[index])
         if not (c and (c in r or r in c)) or (restated and index not in restated):
             return None
-    return letter
+    return statement
 
 
 def extract_answer(
@@ -373,9 +387,11 @@ def extract_answer(
     n = len(choices) if choices else n_choices
     folded = fold(text)
     statements = _statements(folded, normalize_language(language), n, choices)
-    if statements:
-        return _decide(folded, statements)
-    return _final_line(folded, n, choices, truncated)
+    # An answer given as an option line takes part too: it may agree or conflict with the statements.
+    line = _option_line_answer(folded, n, choices, truncated)
+    if line is not None:
+        statements = sorted([*statements, line], key=lambda s: s.start)
+    return _decide(folded, statements) if statements else None
 
 
 def score(extracted: str | None, gold_letter: str) -> str:
