@@ -133,6 +133,8 @@ CASES = [
     (("The change that would have occurred is:\nA. Low blood pressure, tachycardia.\n\nThis follows from "
       "the loss of volume."), "en", PRESSURE, "A"),
     ("Iron oxide makes it red.\n\nB. Mars\n\nIt is the fourth planet from the sun.", "en", PLANETS, "B"),
+    ("The first option is:\nA. Venus\nIt is far too hot.", "en", PLANETS, None),  # introduces a list
+    ("The planets are:\nA. Venus", "en", PLANETS, None),
     ("The answer is: X: Mars", "en", PLANETS, "B"),  # placeholder letter, one option's exact text
     ("The answer is (X) Jupiter", "en", PLANETS, "D"),
     ("The answer is (X) Planet", "en", PLANETS, None),
