@@ -108,6 +108,8 @@ CASES = [
       "C. Earth is blue, so the answer is C.\nD. Jupiter is a gas giant, so the answer is D."), "en", PLANETS, None),
     ("Mars is red.\nThe answer is (B).\nThe answer is (C).", "en", None, None),
     ("The answer is (C)\n\nSo, the correct answer is:\n\nA. Venus", "en", PLANETS, None),
+    # The restated text of the first answer line is not reasoning between the two statements.
+    (f"The answer is:\nA. {REASONING}\n\nThe answer is:\nB. {REASONING}", "en", PLANETS, None),
     ('D. Jupiter\n\nFinish with a single line: "The answer is (C)"', "en", PLANETS, None),  # option line vs statement
     ('D. Jupiter\n\nFinish with a single line: "The answer is (D)"', "en", PLANETS, "D"),
     # --- A revision: marked, or after enough reasoning ---

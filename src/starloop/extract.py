@@ -319,7 +319,11 @@ def _decide(text: str, statements: list[_Statement]) -> str | None:
     if not earlier:
         return final.letter
     between = text[earlier[-1].end : final.start]
-    if _REVISION_RE.search(between) or len(_WORD_RE.findall(between)) >= _REVISION_WORDS:
+    # Reasoning is counted on the lines between the two statements' lines: the rest of an answer line
+    # (a restated option) is not a new round of reasoning.
+    after, before = text.find("\n", earlier[-1].end), text.rfind("\n", 0, final.start)
+    gap = text[after:before] if 0 <= after < before else between
+    if _REVISION_RE.search(between) or len(_WORD_RE.findall(gap)) >= _REVISION_WORDS:
         return final.letter
     return None
 
