@@ -63,8 +63,9 @@ def tally(records: list[dict], reader: Callable[[dict], str | None]) -> dict[str
 
 def table(records: list[dict]) -> str:
     ours, naive = tally(records, starloop_answer), tally(records, naive_answer)
-    rows = ["| language | n | no commitment | starloop errors (invented / missed / wrong) | naive regex errors "
-            "(invented / missed / wrong) |", "|---|---|---|---|---|"]
+    head = ("| language | n | no commitment | starloop errors (invented / missed / wrong) | naive regex errors "
+            "(invented / missed / wrong) |")
+    rows = [head, "|---|---|---|---|---|"]
     for lang in sorted(ours, key=lambda k: (k == "all", k)):
         o, b = ours[lang], naive[lang]
         rows.append(f"| {lang} | {o['n']} | {o['no_commitment']} | {o['errors']} ({o['invented']} / {o['missed']} / "
