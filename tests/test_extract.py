@@ -10,6 +10,13 @@ from starloop.extract import extract_answer, fold, score
 from starloop.prompts import LANGUAGES, answer_line
 
 PLANETS = ["Venus", "Mars", "Earth", "Jupiter"]
+# Options that share their first words, as MMLU's often do.
+PRESSURE = ["Low blood pressure, tachycardia.", "High blood pressure, tachycardia.",
+            "Low blood pressure, bradycardia.", "High blood pressure, bradycardia."]
+REASONING = (
+    "Venus is covered by thick yellow clouds, Earth looks blue from its oceans, and Jupiter shows bands "
+    "of brown and white; only one planet is covered by iron oxide dust, which gives the red colour."
+)
 
 # (text, language, choices, expected letter or None)
 CASES = [
@@ -85,6 +92,58 @@ CASES = [
     ("Azịza ya bụ (B)", "ig", None, "B"),
     ("Karabo ke (C)", "st", None, "C"),
     ("Die antwoord is (A)", "af", None, "A"),
+    # --- Letter and restated option text disagree: no answer ---
+    ("The answer is B, Venus.", "en", PLANETS, None),
+    ("The answer is (B) Venus", "en", PLANETS, None),
+    ("The answer is D. Low blood pressure, tachycardia.", "en", PRESSURE, None),
+    ("The answer is (C) High blood pres", "en", PRESSURE, None),  # cut, but C's text starts "Low"
+    ("B. Jupiter", "en", PLANETS, None),
+    ("The answer is A. High blood pressure\n\nThat settles it.", "en", PRESSURE, None),  # abridged B or D
+    # ... and agree: the letter
+    ("The answer is B, Mars.", "en", PLANETS, "B"),
+    ("The answer is B. Mars has iron oxide dust.", "en", PLANETS, "B"),
+    ("The answer is (C). I hope this helps with Venus.", "en", PLANETS, "C"),  # prose, not a restatement
+    # --- One statement per option, conflicting statements: no answer ---
+    (("A. Venus is too hot, so the answer is A.\nB. Mars is red, so the answer is B.\n"
+      "C. Earth is blue, so the answer is C.\nD. Jupiter is a gas giant, so the answer is D."), "en", PLANETS, None),
+    ("Mars is red.\nThe answer is (B).\nThe answer is (C).", "en", None, None),
+    ("The answer is (C)\n\nSo, the correct answer is:\n\nA. Venus", "en", PLANETS, None),
+    # The restated text of the first answer line is not reasoning between the two statements.
+    (f"The answer is:\nA. {REASONING}\n\nThe answer is:\nB. {REASONING}", "en", PLANETS, None),
+    ('D. Jupiter\n\nFinish with a single line: "The answer is (C)"', "en", PLANETS, None),  # option line vs statement
+    ('D. Jupiter\n\nFinish with a single line: "The answer is (D)"', "en", PLANETS, "D"),
+    # --- A revision: marked, or after enough reasoning ---
+    ("The answer is (A). Actually, the answer is (D).", "en", None, "D"),
+    ("The correct option is (D)\n\nSome filler.\n\nTo finish, I'll give you the answer:\n\nThe answer is (C)",
+     "en", None, "C"),
+    (f"The answer is A.\n\n{REASONING}\n\nD is the answer.", "en", None, "D"),
+    # --- Truncated re-listing or walk through the options: no answer ---
+    ("Let's check each one.\nA. Venus is too hot.\nB. Mars has iron oxide.\nC. Earth is blue.\nD. Jupi",
+     "en", PLANETS, None),
+    ("A. Venus\nToo hot and cloudy.\n\nB. Mars\nRed dust everywhere.\n\nD. Jupi", "en", PLANETS, None),
+    # --- Commitments without "answer is" ---
+    ("Mars owes its colour to iron oxide.\n\nB is the answer.", "en", None, "B"),
+    ("D is the answer. It has the most moons of the four.", "en", None, "D"),
+    ("Iron oxide colours it.\nMars is the correct answer.", "en", PLANETS, "B"),
+    ("Wees D. Ons begeerte na liefde.\n\nOns begeerte na liefde is die antwoord.", "af",
+     ["Waarheid.", "Goedheid.", "Ego.", "Ons begeerte na liefde."], "D"),
+    ("The red planet is the answer.", "en", PLANETS, None),  # no option's whole text
+    ("Choose B. Mars.", "en", PLANETS, "B"),
+    ("After weighing them, I would choose C.", "en", None, "C"),
+    ("Choose A if the force doubles and the mass stays fixed.", "en", None, None),
+    ("Looking at the choices, the most accurate option is B. It means the", "en", None, "B"),
+    (("The change that would have occurred is:\nA. Low blood pressure, tachycardia.\n\nThis follows from "
+      "the loss of volume."), "en", PRESSURE, "A"),
+    ("Iron oxide makes it red.\n\nB. Mars\n\nIt is the fourth planet from the sun.", "en", PLANETS, "B"),
+    ("The first option is:\nA. Venus\nIt is far too hot.", "en", PLANETS, None),  # introduces a list
+    ("The planets are:\nA. Venus", "en", PLANETS, None),
+    ("The answer is: X: Mars", "en", PLANETS, "B"),  # placeholder letter, one option's exact text
+    ("The answer is (X) Jupiter", "en", PLANETS, "D"),
+    ("The answer is (X) Planet", "en", PLANETS, None),
+    # --- Answer line cut inside the restated text after the letter was written ---
+    ("The answer is (D) High blood pressure, brady", "en", PRESSURE, "D"),
+    ("The answer is: High blood pressure, brady", "en", PRESSURE, "D"),
+    ("The answer is: High blood pres", "en", PRESSURE, None),  # B or D
     # --- Letters in other scripts ---
     ("الإجابة الصحيحة هي (ب)", "AR_XY", None, "B"),
     ("الإجابة: د", "ar", None, "D"),
@@ -114,6 +173,16 @@ def test_every_answer_line_round_trips(code: str, letter: str) -> None:
     line = answer_line(letter, code)
     assert extract_answer(line, language=code) == letter
     assert extract_answer(f"Some reasoning first.\n\n{line}", language=code) == letter
+
+
+def test_truncated_bare_letter_is_no_answer() -> None:
+    # A lone final letter at the token limit may be the start of anything ("A. ...", "A is ...").
+    text = "Garbled words without any statement\n\nA"
+    assert extract_answer(text, truncated=False) == "A"
+    assert extract_answer(text, truncated=True) is None
+    # A complete restatement stands even when the output was cut later on.
+    assert extract_answer("B. Mars", choices=PLANETS, truncated=True) == "B"
+    assert extract_answer("Answer:\nB. Ma", choices=PLANETS, truncated=True) == "B"
 
 
 def test_n_choices_limits_letters() -> None:

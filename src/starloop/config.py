@@ -87,6 +87,19 @@ class EvalConfig:
 
 
 @dataclass
+class ScoringConfig:
+    # How an output flagged as a repetition loop is scored, in eval, validation and training samples:
+    # no_answer (a loop commits to nothing, even when it repeats an answer line) or extracted (score the
+    # letter that answer extraction reads). A letter contradicted by the option text restated after it is
+    # no answer under both (see docs/extraction.md).
+    repetition: str = "no_answer"
+    # Label-free check of answer extraction in eval and validation: after each generated output the model
+    # scores an appended answer line for every letter (one forward pass per option), and the metrics report
+    # how often the extracted letter disagrees with the model's forced choice, per language.
+    cross_check: bool = True
+
+
+@dataclass
 class _TrainerBase:
     # Outer STaR iterations (metrics are written for iterations 0..iterations).
     iterations: int = 1
@@ -258,6 +271,8 @@ class Config:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     # Evaluation and validation decoding.
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # How outputs are scored: repetition loops, the forced-choice cross-check of extraction.
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
     # The STaR loop and its training strategy (group: trainer=PRESET).
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     # Where metrics go besides the run folder (group: logger=local|wandb).
@@ -294,6 +309,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "prompt.strategy": ("native", "english", "translate"),
     "model.sampler": ("auto", "hf", "static", "vllm"),
     "eval.mode": ("generate", "logit"),
+    "scoring.repetition": ("no_answer", "extracted"),
     "trainer.strategy": tuple(strategies.STRATEGIES),
     **strategies.key_choices(),
     "trainer.scheduler": ("constant", "linear", "cosine"),

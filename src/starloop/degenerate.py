@@ -23,6 +23,10 @@ the loop can report their rate and, optionally, drop them from training data. Fl
     over three times the share of the expected language's stopwords (or >= 30% when the language
     has no profile here); for English: under 5% English stopwords while another profile has >= 15%.
 
+Scoring policy (`scoring.repetition`, `apply_repetition_policy`): under the default no_answer, an
+output flagged as a repetition loop scores as no answer whatever letter extraction reads in it (a loop
+that repeats "The answer is (B)" has not reasoned its way to B); `extracted` scores the letter.
+
 All functions are pure; `FLAGS` fixes the order in which flags are reported.
 """
 
@@ -38,6 +42,8 @@ from starloop.extract import fold
 from starloop.prompts import language_info, normalize_language
 
 FLAGS = ("empty", "truncated", "repetition", "no_answer", "wrong_language")
+# Values of `scoring.repetition`: how an output flagged as a repetition loop is scored.
+REPETITION_POLICIES = ("no_answer", "extracted")
 # Separator of flags in the `Sample.degenerate` CSV column.
 FLAG_SEP = ","
 
@@ -244,6 +250,20 @@ def detect(
         if expected_language and is_wrong_language(text, expected_language):
             flags.add("wrong_language")
     return [f for f in FLAGS if f in flags]
+
+
+def apply_repetition_policy(extracted: str | None, flags: Sequence[str],
+                            policy: str = "no_answer") -> tuple[str | None, list[str]]:
+    """(scored letter, flags) of an output under `scoring.repetition`.
+
+    no_answer: a repetition-flagged output scores None and gains the no_answer flag; extracted: the
+    extracted letter and flags unchanged.
+    """
+    if policy not in REPETITION_POLICIES:
+        raise ValueError(f"unknown repetition policy {policy!r}; use one of {', '.join(REPETITION_POLICIES)}")
+    if policy == "extracted" or "repetition" not in flags:
+        return extracted or None, list(flags)
+    return None, [f for f in FLAGS if f in {*flags, "no_answer"}]
 
 
 def format_flags(flags: Sequence[str]) -> str:

@@ -16,7 +16,7 @@ import torch
 
 from starloop import degenerate, extract, prompts
 from starloop.config import Config, PromptConfig
-from starloop.records import Question, Sample
+from starloop.records import LETTERS, Question, Sample
 from starloop.sampling import Generation, Sampler, sample_seed
 
 FewShot = Sequence[Question] | Mapping[str, Sequence[Question]]
@@ -41,17 +41,25 @@ def chat_prompts(tokenizer, questions: Sequence[Question], pcfg: PromptConfig, f
 
 
 def score_generation(q: Question, prompt: str, gen: Generation, sample_index: int,
-                     expected_language: str | None = None, hinted: bool = False) -> Sample:
-    """Extract, score and flag one generation."""
-    letter = extract.extract_answer(gen.text, n_choices=len(q.choices), choices=q.choices, language=q.language)
-    status = extract.score(letter, q.gold_letter)
+                     expected_language: str | None = None, hinted: bool = False,
+                     repetition: str = "no_answer") -> Sample:
+    """Extract, flag and score one generation; `repetition` is the `scoring.repetition` policy.
+
+    `extracted` holds the scored letter; when the policy overrides extraction (a loop), the letter
+    extraction read is kept in `extra["extracted_raw"]`.
+    """
+    raw = extract.extract_answer(gen.text, n_choices=len(q.choices), choices=q.choices, language=q.language,
+                                 truncated=gen.truncated)
     flags = degenerate.detect(gen.text, truncated=gen.truncated, expected_language=expected_language,
-                              extracted=letter)
+                              extracted=raw)
+    letter, flags = degenerate.apply_repetition_policy(raw, flags, repetition)
+    status = extract.score(letter, q.gold_letter)
     return Sample(
         question_id=q.id, sample_index=sample_index, prompt=prompt, rationale=gen.text,
         extracted=letter or "", gold=q.gold_letter, correct=status == "correct", status=status,
         hinted=hinted, language=q.language, subject=q.subject, n_tokens=gen.n_tokens,
         truncated=gen.truncated, degenerate=degenerate.format_flags(flags),
+        extra={"extracted_raw": raw} if raw != letter else {},
     )
 
 
@@ -63,12 +71,13 @@ def expected_language(q: Question, pcfg: PromptConfig) -> str | None:
 def sample_questions(sampler: Sampler, tokenizer, questions: Sequence[Question], pcfg: PromptConfig, *,
                      k: int, seed_parts: tuple, max_new_tokens: int, temperature: float, top_p: float,
                      hints: Sequence[str] | None = None, few_shot: FewShot = (),
-                     progress: bool = True, desc: str = "sampling") -> list[Sample]:
+                     progress: bool = True, desc: str = "sampling", repetition: str = "no_answer") -> list[Sample]:
     """k scored samples per question, each seeded by (seed_parts, question id, sample index).
 
     Generation sees the few-shot examples (prompt.few_shot) and, with `hints`, the rationalization hint;
     the saved sample holds the zero-shot, hint-free prompt: the one a trained model answers (STaR
-    fine-tunes on the question alone, without the few-shot exemplars).
+    fine-tunes on the question alone, without the few-shot exemplars). `repetition`: the
+    `scoring.repetition` policy.
     """
     plain = chat_prompts(tokenizer, questions, pcfg)
     shown = chat_prompts(tokenizer, questions, pcfg, few_shot=few_shot, hints=hints) \
@@ -83,9 +92,38 @@ def sample_questions(sampler: Sampler, tokenizer, questions: Sequence[Question],
     bar.close()
     return [
         score_generation(questions[qi], plain[qi], g, j, expected_language(questions[qi], pcfg),
-                         hinted=hints is not None)
+                         hinted=hints is not None, repetition=repetition)
         for (qi, j), g in zip(flat_q, gens)
     ]
+
+
+def add_forced_choice(model, tokenizer, samples: Sequence[Sample], questions: dict[str, Question],
+                      pcfg: PromptConfig, batch_size: int = 16) -> list[Sample]:
+    """The label-free cross-check of extraction: the model's forced choice after each output.
+
+    For each sample the model scores `prompt + output + "\n" + <answer line up to the letter>` followed
+    by each letter of its question (`starloop.logprobs.answer_letter_logprobs`, the scores behind the
+    answer-likelihood rewards; the answer line is the one the prompt asked for, in its language), and
+    `extra["forced_choice"]` gets the most likely letter (ties: the first). Unlike the rewards, the
+    output keeps its own answer statements: the question put to the model is which option its text
+    committed to, so a letter extraction read that disagrees points at the extractor. Samples are
+    updated in place and returned.
+    """
+    from starloop.logprobs import answer_letter_logprobs
+    from starloop.scoring import answer_template
+
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, s in enumerate(samples):
+        q = questions[s.question_id]
+        groups.setdefault((expected_language(q, pcfg) or "en", len(q.choices)), []).append(i)
+    for (lang, n), idx in groups.items():
+        prefix, fmt = answer_template(lang)
+        ctx = [samples[i].prompt + samples[i].rationale for i in idx]
+        logp = answer_letter_logprobs(model, tokenizer, ctx, n, "\n" + prefix, letter_format=fmt,
+                                      batch_size=batch_size)
+        for i, row in zip(idx, logp):
+            samples[i].extra["forced_choice"] = LETTERS[int(torch.argmax(row))]
+    return list(samples)
 
 
 @torch.no_grad()
@@ -188,7 +226,8 @@ def evaluate_questions(model, tokenizer, questions: Sequence[Question], cfg: Con
     sampler = make_sampler(cfg.model, model, tokenizer, cfg.eval.batch_size)
     return sample_questions(sampler, tokenizer, questions, cfg.prompt, k=1, seed_parts=(cfg.seed, *seed_parts),
                             max_new_tokens=cfg.eval.max_new_tokens, temperature=cfg.eval.temperature,
-                            top_p=cfg.eval.top_p, few_shot=few_shot, progress=cfg.progress, desc="eval")
+                            top_p=cfg.eval.top_p, few_shot=few_shot, progress=cfg.progress, desc="eval",
+                            repetition=cfg.scoring.repetition)
 
 
 def write_eval(out: Path, samples: Sequence[Sample], summary: dict, cfg_dict: dict) -> None:
@@ -225,6 +264,8 @@ def run_eval(cfg: Config) -> dict:
         model.eval()
     t_load = time.time() - t0
     samples = evaluate_questions(model, tok, questions, cfg, few_shot=few_shot)
+    if cfg.eval.mode == "generate" and cfg.scoring.cross_check:
+        add_forced_choice(model, tok, samples, {q.id: q for q in questions}, cfg.prompt, cfg.eval.batch_size)
     summary = summarize(samples)
     summary.update(mode=cfg.eval.mode, split=cfg.data.split, data=cfg.data.name, model=cfg.model.name,
                    checkpoint=cfg.checkpoint, wall_s=round(time.time() - t0, 2), load_s=round(t_load, 2))
@@ -233,7 +274,8 @@ def run_eval(cfg: Config) -> dict:
     write_eval(out, samples, summary, to_dict(cfg))
     if len(summary["by_language"]) > 1:
         log.info("\n%s", format_table(summary["by_language"], "language",
-                                      ("n", "accuracy", "parse_rate", "degenerate_rate")))
+                                      ("n", "accuracy", "parse_rate", "degenerate_rate",
+                                       "cross_check_disagreement")))
     log.info("\n%s", format_table(summary["by_subject"], "subject"))
     log.info("results written to %s", out.resolve())
     flat = {k: v for k, v in summary.items() if not k.startswith("by_")}

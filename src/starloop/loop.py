@@ -120,7 +120,8 @@ def sample_stage(policy: Policy, cfg: Config, questions: list[Question], folder:
             return evaluate.sample_questions(
                 sampler, policy.tok, share, cfg.prompt, k=k, seed_parts=seed_parts,
                 max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, hints=h,
-                few_shot=few_shot, progress=cfg.progress and distributed.is_main(), desc=f"{desc} [{p + 1}/{n_parts}]")
+                few_shot=few_shot, progress=cfg.progress and distributed.is_main(),
+                desc=f"{desc} [{p + 1}/{n_parts}]", repetition=cfg.scoring.repetition)
 
         samples = distributed.map_sharded(run, qs, per_item=k)
         write_samples(folder / f"part_{first + p:05d}.csv", samples)
@@ -155,6 +156,11 @@ def validate_stage(policy: Policy, cfg: Config, val_qs: list[Question], folder: 
                                temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
                                max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
                                desc=f"validate iter {iteration}")
+        if cfg.scoring.cross_check:  # the model's forced choice after each output (metrics.cross_check)
+            by_id = {q.id: q for q in val_qs}
+            samples = distributed.map_sharded(
+                lambda share: evaluate.add_forced_choice(policy.model, policy.tok, share, by_id, cfg.prompt,
+                                                         cfg.eval.batch_size), samples)
     lines = []
     langs = sorted({s.language for s in samples})
     earlier = {name: _val_correct(folder.parent.parent / f"iter_{k}" / "val")

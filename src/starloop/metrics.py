@@ -47,7 +47,28 @@ def summarize(samples: Sequence[Sample]) -> dict:
     out["degenerate_rate"] = (
         sum(bool(set(parse_flags(s.degenerate)) & CONTENT_FLAGS) for s in samples) / n if n else 0.0
     )
+    out.update(cross_check(samples))
     return out
+
+
+def cross_check(samples: Sequence[Sample]) -> dict:
+    """The forced-choice cross-check of extraction, for samples that carry `extra["forced_choice"]`.
+
+    cross_check_n: outputs with both an extracted letter and a forced choice; cross_check_disagreement:
+    the share of those whose extracted letter is not the model's forced choice (a high rate on a new
+    model or language points at the extractor); forced_choice_accuracy: the forced choice against the
+    gold letter, over all checked outputs. Empty when no sample was checked.
+    """
+    checked = [s for s in samples if s.extra.get("forced_choice")]
+    if not checked:
+        return {}
+    read = [s for s in checked if s.extracted]
+    differ = sum(s.extracted != s.extra["forced_choice"] for s in read)
+    return {
+        "cross_check_n": len(read),
+        "cross_check_disagreement": differ / len(read) if read else 0.0,
+        "forced_choice_accuracy": sum(s.extra["forced_choice"] == s.gold for s in checked) / len(checked),
+    }
 
 
 def group_summaries(samples: Iterable[Sample], key: str) -> dict[str, dict]:

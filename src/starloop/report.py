@@ -152,12 +152,12 @@ def write_report(runs: Sequence[Run], evals: Sequence[EvalResult], out: Path) ->
         for r in runs:
             md += [f"### `{r.name}` ({r.strategy})", ""]
             rows = [[m["iteration"], m["language"], m["n"], _acc_ci(m), _paired(m), _pct(m.get("parse_rate")),
-                     _pct(m.get("degenerate_rate")), m.get("kept", "–"),
+                     _pct(m.get("degenerate_rate")), _pct(m.get("cross_check_disagreement")), m.get("kept", "–"),
                      _pct(m.get("kept_fraction")) if m["iteration"] > 0 else "–",
                      f"{m['train_loss']:.4f}" if isinstance(m.get("train_loss"), (int, float)) else "–"]
                     for m in sorted(r.metrics, key=lambda m: (m["iteration"], m["language"] != "all"))]
             md += _table(["iteration", "language", "n", "accuracy [95% CI]", "vs previous (McNemar)",
-                          "parse rate", "degenerate",
+                          "parse rate", "degenerate", "extraction vs forced choice",
                           "training examples", "kept fraction", "final train loss"], rows) if rows else \
                 ["(no validation yet)"]
             md.append("")
@@ -166,13 +166,18 @@ def write_report(runs: Sequence[Run], evals: Sequence[EvalResult], out: Path) ->
         md += [f"## Evaluation `{e.name}`", "",
                (f"{m.get('model', '?')} on {m.get('data', '?')} `{m.get('split', '?')}` ({m.get('mode', '?')} mode"
                f"{', checkpoint ' + str(m['checkpoint']) if m.get('checkpoint') else ''}): "
-               f"**{_acc_ci(m)}**, n = {m.get('n')}, parse rate {_pct(m.get('parse_rate'))}."), ""]
+               f"**{_acc_ci(m)}**, n = {m.get('n')}, parse rate {_pct(m.get('parse_rate'))}"
+               + (f", extracted letter differs from the model's forced choice on "
+                  f"{_pct(m['cross_check_disagreement'])} of {m.get('cross_check_n')} read answers"
+                  if "cross_check_disagreement" in m else "") + "."), ""]
         for group in ("by_language", "by_subject"):
-            rows = [[k, v["n"], _acc_ci(v), _pct(v.get("parse_rate")), _pct(v.get("degenerate_rate"))]
+            rows = [[k, v["n"], _acc_ci(v), _pct(v.get("parse_rate")), _pct(v.get("degenerate_rate")),
+                     _pct(v.get("cross_check_disagreement"))]
                     for k, v in (m.get(group) or {}).items()]
             if len(rows) > 1:
                 head = group.removeprefix("by_")
-                table = _table([head, "n", "accuracy [95% CI]", "parse rate", "degenerate"], rows)
+                table = _table([head, "n", "accuracy [95% CI]", "parse rate", "degenerate",
+                                "extraction vs forced choice"], rows)
                 md += (["<details><summary>by subject</summary>", ""] + table + ["", "</details>"]
                        if head == "subject" else table)
                 md.append("")

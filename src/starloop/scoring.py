@@ -27,7 +27,7 @@ from starloop.records import LETTERS, Question, Sample
 _MARK = "\u0000"
 
 
-def _answer_template(language: str) -> tuple[str, str]:
+def answer_template(language: str) -> tuple[str, str]:
     """Split the localized answer line into (prefix, letter format), e.g. ('The answer is (', '{})')."""
     line = prompts.answer_line(_MARK, language)
     prefix, _, suffix = line.partition(_MARK)
@@ -36,7 +36,7 @@ def _answer_template(language: str) -> tuple[str, str]:
 
 def strip_answer(rationale: str, language: str) -> str:
     """The rationale without its final answer statement (so the reward scores the answer, not a copy)."""
-    prefix, _ = _answer_template(language)
+    prefix, _ = answer_template(language)
     candidates = [prefix.strip(), prompts.answer_line(_MARK, "en").partition(_MARK)[0].strip()]
     cut = -1
     for c in candidates:
@@ -62,7 +62,7 @@ def add_rewards(model, tok, samples: Sequence[Sample], questions: dict[str, Ques
     letter_lp = torch.full((len(samples), n_max), float("-inf"))
     base_lp: dict[str, torch.Tensor] = {}
     for lang, idx in by_lang.items():
-        prefix, fmt = _answer_template(lang)
+        prefix, fmt = answer_template(lang)
         ctx = [samples[i].prompt + strip_answer(samples[i].rationale, lang) for i in idx]
         letter_lp[idx] = answer_letter_logprobs(model, tok, ctx, n_max, "\n" + prefix, letter_format=fmt,
                                                 batch_size=batch_size)
