@@ -17,6 +17,7 @@ import torch
 from starloop import degenerate, extract, prompts
 from starloop.config import Config, PromptConfig
 from starloop.records import LETTERS, Question, Sample
+from starloop.sampler_support import CPU_BATCH_SIZE
 from starloop.sampling import Generation, Sampler, sample_seed
 
 FewShot = Sequence[Question] | Mapping[str, Sequence[Question]]
@@ -219,7 +220,6 @@ def evaluate_questions(model, tokenizer, questions: Sequence[Question], cfg: Con
     from starloop.fast_sampling import make_sampler
 
     if cfg.eval.mode == "logit":
-        from starloop.sampler_support import CPU_BATCH_SIZE
 
         return letter_logit_samples(model, tokenizer, questions, few_shot=few_shot,
                                     batch_size=cfg.eval.batch_size or CPU_BATCH_SIZE, progress=cfg.progress)
@@ -265,7 +265,8 @@ def run_eval(cfg: Config) -> dict:
     t_load = time.time() - t0
     samples = evaluate_questions(model, tok, questions, cfg, few_shot=few_shot)
     if cfg.eval.mode == "generate" and cfg.scoring.cross_check:
-        add_forced_choice(model, tok, samples, {q.id: q for q in questions}, cfg.prompt, cfg.eval.batch_size)
+        add_forced_choice(model, tok, samples, {q.id: q for q in questions}, cfg.prompt,
+                          cfg.eval.batch_size or CPU_BATCH_SIZE)
     summary = summarize(samples)
     summary.update(mode=cfg.eval.mode, split=cfg.data.split, data=cfg.data.name, model=cfg.model.name,
                    checkpoint=cfg.checkpoint, wall_s=round(time.time() - t0, 2), load_s=round(t_load, 2))

@@ -160,7 +160,7 @@ def validate_stage(policy: Policy, cfg: Config, val_qs: list[Question], folder: 
             by_id = {q.id: q for q in val_qs}
             samples = distributed.map_sharded(
                 lambda share: evaluate.add_forced_choice(policy.model, policy.tok, share, by_id, cfg.prompt,
-                                                         cfg.eval.batch_size), samples)
+                                                         cfg.eval.batch_size or CPU_BATCH_SIZE), samples)
     lines = []
     langs = sorted({s.language for s in samples})
     earlier = {name: _val_correct(folder.parent.parent / f"iter_{k}" / "val")
