@@ -162,6 +162,8 @@ def _run_hydra(command: str, overrides: list[str], multirun: bool) -> None:
     argv = [f"starloop-{command}", *overrides]
     if multirun:
         argv.append("--multirun")
+    else:
+        argv.append("hydra.output_subdir=null")  # the run folder holds config.yaml; nothing before the claim
     old = sys.argv
     sys.argv = argv
     try:
@@ -174,21 +176,28 @@ def _task(command: str, dcfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from starloop.runstate import RunLock
+
     cfg = OmegaConf.to_object(dcfg)
     hc = HydraConfig.get()
     sweep_job = str(hc.mode) == "RunMode.MULTIRUN"
     if sweep_job:
         cfg.out = hc.runtime.output_dir  # each job of a sweep writes its own folder
         Path(cfg.out, "FAILED").unlink(missing_ok=True)  # a rerun of a failed job starts clean
+    if hc.runtime.cwd and os.getcwd() != hc.runtime.cwd:
+        # hydra.job.chdir=true: starloop writes only under out=, and relative paths (out=, data.path=, ...)
+        # mean what they meant where the command was typed.
+        os.chdir(hc.runtime.cwd)
     try:
-        if command == "eval":
-            from starloop.evaluate import run_eval
+        with RunLock(cfg.out):
+            if command == "eval":
+                from starloop.evaluate import run_eval
 
-            run_eval(cfg)
-        else:
-            from starloop.loop import run_train
+                run_eval(cfg)
+            else:
+                from starloop.loop import run_train
 
-            run_train(cfg)
+                run_train(cfg)
     except Exception as exc:  # noqa: BLE001 - only user errors and out-of-memory become one line
         e = exc if isinstance(exc, StarloopError) else _out_of_memory(exc)
         if e is None:
@@ -203,8 +212,13 @@ def _task(command: str, dcfg) -> None:
 
 
 def _out_of_memory(exc: BaseException) -> StarloopError | None:
-    """An out-of-memory error that no stage turned into advice (loading the model, say): one line."""
+    """An out-of-memory error that no stage turned into advice (loading the model, say), a full disk or an
+    over-long path: one line."""
+    from starloop.runstate import disk_error
     from starloop.sampling import is_oom
+
+    if isinstance(exc, OSError) and disk_error(exc) is not None:
+        return disk_error(exc)
 
     if not is_oom(exc):
         return None
@@ -231,50 +245,76 @@ def _check_text(args: Sequence[str]) -> None:
 
 
 def preflight(command: str, cfg, multirun: bool = False, seen: set[str] | None = None) -> None:
-    """Check the inputs and the output folder before Hydra writes into it or any model loads.
+    """Check the inputs and the output folder before Hydra starts or any model loads (reads only).
 
-    Bad data, preload files, checkpoints, a busy or unwritable output folder and a resume with another
-    config are reported here (one line, exit code 2) with nothing written into an existing run folder;
-    the stages read the inputs again when they run. `seen`: input sets already checked (sweeps).
+    Bad data, preload files, checkpoints, an unusable output folder, a damaged run folder, and a folder
+    that holds another command's run, another config or other questions are reported here (one line, exit
+    code 2) with nothing written; the stages read the inputs again when they run, and the run checks its
+    folder again under its lock before claiming it. `seen`: input sets already checked (sweeps).
     """
-    from pathlib import Path
-
     from starloop.config import to_dict
     from starloop.data import load_questions
     from starloop.data.hub import SPECS
-    from starloop.records import read_samples
-    from starloop.runstate import RunLock, check_or_save_config, check_output_folder, check_run_folder
+    from starloop.runstate import check_claim, check_out_path, check_run_folder
 
     d, t = cfg.data, cfg.trainer
-    key = repr((command, d, t.preload_data_for_training, t.preload_data_for_val, cfg.checkpoint, cfg.prompt))
-    if seen is None or key not in seen:
-        if d.name not in SPECS or d.path not in (None, ""):  # hub downloads are left to the run itself
-            splits = [d.split] if command == "eval" else [d.train_split, d.val_split]
-            if command == "eval" and cfg.prompt.few_shot:
-                splits.append("dev")
-            for split in dict.fromkeys(splits):
-                load_questions(d, split)
-        if command == "train":
-            for path in (t.preload_data_for_training, t.preload_data_for_val):
-                if path and not read_samples(path):
-                    raise DataError(path, "no rows (a header only): nothing to preload")
-        if command == "eval" and cfg.checkpoint:
-            from starloop.models import resolve_checkpoint
+    check_out_path(cfg.out)
+    if command == "train" and cfg.checkpoint:
+        raise ConfigError("checkpoint", "is read by starloop eval only (starloop train starts from the base "
+                                        "model); drop it, or evaluate the adapter with starloop eval checkpoint=")
+    key = repr((command, d, t.preload_data_for_training, t.preload_data_for_val, t.train_limit, t.val_limit,
+                cfg.checkpoint, cfg.prompt))
+    questions = None
+    local_data = d.name not in SPECS or d.path not in (None, "")  # hub downloads are left to the run itself
+    if local_data:
+        if command == "eval":
+            questions = {d.split: load_questions(d, d.split)}
+            if cfg.prompt.few_shot:
+                load_questions(d, "dev")
+        else:
+            from starloop.loop import run_questions
 
-            resolve_checkpoint(cfg.checkpoint)
+            questions = run_questions(cfg)
+    if seen is None or key not in seen:
+        if command == "train":
+            from starloop.loop import check_preloads
+            from starloop.records import read_samples
+
+            if questions is not None:
+                check_preloads(cfg, questions)
+            else:
+                for path in (t.preload_data_for_training, t.preload_data_for_val):
+                    if path and not read_samples(path):
+                        raise DataError(path, "no rows (a header only): nothing to preload")
         _check_model(cfg.model)
+        _check_against_model(command, cfg)
         if seen is not None:
             seen.add(key)
     if multirun:
-        return  # each job of a sweep writes its own sub-folder
+        return  # each job of a sweep writes its own sub-folder, checked when it starts
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise StarloopError(f"{out}: output folder is not writable (a file of that name exists)")
     if command == "train":
-        check_or_save_config(out, to_dict(cfg), save=False)
-        check_run_folder(out)
-        with RunLock(out):
-            pass
-    else:
-        check_output_folder(out)
+        check_run_folder(out, t.strategy)
+    check_claim(out, command, to_dict(cfg), questions)
+
+
+def _check_against_model(command: str, cfg) -> None:
+    """An eval checkpoint must fit the model, and LoRA's target layers must exist in it (checked on the
+    model's weightless skeleton, before anything loads)."""
+    from starloop.models import check_adapter_fits, check_lora_targets, model_skeleton, resolve_checkpoint
+
+    adapter = resolve_checkpoint(cfg.checkpoint) if command == "eval" and cfg.checkpoint else None
+    if adapter is None and (command != "train" or cfg.trainer.lora_target_modules == ["all-linear"]):
+        return
+    skeleton = model_skeleton(cfg.model)
+    if skeleton is None:
+        return  # checked after the model has loaded, still before the run folder is claimed
+    if adapter is not None:
+        check_adapter_fits(skeleton, adapter)
+    if command == "train":
+        check_lora_targets(skeleton, cfg.trainer.lora_target_modules)
 
 
 def _check_model(m) -> None:
@@ -288,6 +328,7 @@ def _check_model(m) -> None:
     if m.name.endswith(".gguf"):
         if not Path(m.name).expanduser().is_file():
             raise ConfigError("model.name", f"GGUF file not found: {m.name}")
+        resolve_model_source(m.name, m.gguf_file)  # converts it once (cached): a corrupt file fails here
     elif m.name not in ("tiny-random", "smollm2-135m", *PRESETS):
         resolve_model_source(m.name, m.gguf_file)
 
@@ -304,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import signal
     import threading
 
-    from starloop.runstate import INTERRUPTED_MESSAGE, Interrupted, raise_on_sigterm
+    from starloop.runstate import EVAL_INTERRUPTED_MESSAGE, INTERRUPTED_MESSAGE, Interrupted, raise_on_sigterm
 
     previous = signal.getsignal(signal.SIGTERM)
     if command == "train" and threading.current_thread() is threading.main_thread():
@@ -312,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         _main(command, rest)
     except (Interrupted, KeyboardInterrupt) as e:
-        _error_line(INTERRUPTED_MESSAGE)
+        _error_line(EVAL_INTERRUPTED_MESSAGE if command == "eval" else INTERRUPTED_MESSAGE)
         sys.exit(128 + (signal.SIGTERM if isinstance(e, Interrupted) else signal.SIGINT))
     finally:
         if command == "train" and threading.current_thread() is threading.main_thread():
@@ -342,7 +383,20 @@ def _main(command: str, rest: list[str]) -> None:
         sys.exit(e.exit_code)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    _run_hydra(command, overrides, multirun)
+    if multirun:
+        _run_hydra(command, overrides, multirun)
+    else:
+        from starloop.runstate import RunLock
+
+        try:
+            lock = RunLock(cfg.out).__enter__()  # before Hydra writes anything into the folder
+        except StarloopError as e:
+            _error_line(f"error: {e}")
+            sys.exit(e.exit_code)
+        try:
+            _run_hydra(command, overrides, multirun)
+        finally:
+            lock.__exit__(None, None, None)
     if multirun:
         _exit_if_jobs_failed(Path(cfg.out))
 

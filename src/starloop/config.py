@@ -18,7 +18,8 @@ class ModelConfig:
     name: str = "smollm2-135m"
     # GGUF file name inside `name` when `name` is a folder or hub repo holding one.
     gguf_file: str | None = None
-    # auto = bfloat16 where the device runs it fast (CUDA, recent CPUs), else float32.
+    # Weights' dtype: auto = bfloat16 where the device runs it fast (CUDA, recent CPUs), else float32;
+    # or float32, bfloat16, float16.
     dtype: str = "auto"
     # auto = cuda if available, else cpu.
     device: str = "auto"
@@ -282,6 +283,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.val_split": ("train", "val", "test", "dev", "heldout"),
     "prompt.strategy": ("native", "english", "translate"),
     "model.sampler": ("auto", "hf", "static", "vllm"),
+    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
     "eval.mode": ("generate", "logit"),
     "trainer.strategy": ("sft", "dpo", "reinforce", "weighted_sft"),
     "trainer.scheduler": ("constant", "linear", "cosine"),
@@ -353,6 +355,7 @@ def validate(cfg: Config) -> None:
             obj = getattr(obj, part)
         return obj
 
+    _check_finite(cfg)
     for key, allowed in CHOICES.items():
         v = get(key)
         if v not in allowed:
@@ -365,7 +368,28 @@ def validate(cfg: Config) -> None:
             raise ConfigError(key, f"{v} is below the minimum {lo}")
         if hi is not None and v > hi:
             raise ConfigError(key, f"{v} is above the maximum {hi}")
+    if cfg.data.train_split == "dev":
+        raise ConfigError("data.train_split", "dev holds the few-shot examples (5 a subject), not training data; "
+                                              "use train")
+    if cfg.data.train_split == cfg.data.val_split:
+        raise ConfigError("data.train_split", f"is the validation split too ({cfg.data.val_split!r}): training "
+                                              "and validation must not share questions")
     if cfg.trainer.strategy == "sft" and cfg.trainer.samples_per_question < 1:
         raise ConfigError("trainer.samples_per_question", "must be at least 1")
     if cfg.trainer.strategy == "dpo" and cfg.trainer.samples_per_question < 2 and not cfg.trainer.preload_data_for_training:
         raise ConfigError("trainer.samples_per_question", "dpo needs at least 2 samples per question to form pairs")
+
+
+def _check_finite(cfg: Any, prefix: str = "") -> None:
+    """NaN and infinity pass every range check (comparisons with NaN are false): refuse them in every float key."""
+    import math
+    from dataclasses import fields, is_dataclass
+
+    from starloop.errors import ConfigError
+
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if is_dataclass(v):
+            _check_finite(v, f"{prefix}{f.name}.")
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{prefix}{f.name}", f"{v} is not a finite number")

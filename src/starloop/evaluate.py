@@ -203,6 +203,9 @@ def run_eval(cfg: Config) -> dict:
                    checkpoint=cfg.checkpoint, wall_s=round(time.time() - t0, 2), load_s=round(t_load, 2))
     summary["by_language"] = group_summaries(samples, "language")
     summary["by_subject"] = group_summaries(samples, "subject")
+    from starloop.runstate import claim
+
+    claim(out, "eval", to_dict(cfg), {cfg.data.split: questions})  # inputs valid, model loaded: the folder is ours
     write_eval(out, samples, summary, to_dict(cfg))
     if len(summary["by_language"]) > 1:
         log.info("\n%s", format_table(summary["by_language"], "language",
