@@ -155,7 +155,7 @@ def compare(ref: Path, out: Path) -> list[str]:
     if steps.exists():
         keys = [(r["iteration"], r["step"]) for r in map(json.loads, steps.read_text(encoding="utf-8").splitlines())]
         if len(keys) != len(set(keys)):
-            problems.append(f"logs/steps.jsonl repeats (iteration, step) {sorted(k for k in keys if keys.count(k) > 1)[0]}")
+            problems.append(f"logs/steps.jsonl repeats (iteration, step) {min(k for k in keys if keys.count(k) > 1)}")
         ref_steps = ref / "logs" / "steps.jsonl"
         if ref_steps.exists() and len(keys) != len(ref_steps.read_text(encoding="utf-8").splitlines()):
             problems.append("logs/steps.jsonl has another number of lines than the reference's")
@@ -193,7 +193,7 @@ def other_faults(ref: Path, root: Path) -> dict[str, list[str]]:
     second = subprocess.run(command(out), capture_output=True, text=True, env=_env(), check=False)
     ev = subprocess.run([sys.executable, "-m", "starloop.cli", "eval", *RUN_ARGS, f"out={out}"], capture_output=True,
                         text=True, env=_env(), check=False)
-    so, se = p.communicate()
+    _, se = p.communicate()
     problems = _one_line(second, "another starloop run") + _one_line(ev, str(out))
     if p.returncode != 0:
         problems.append(f"the run in progress failed (exit {p.returncode}): {se[-1500:]}")

@@ -48,7 +48,7 @@ if str(ROOT / "src") not in sys.path:
 if str(ROOT / "bench") not in sys.path:
     sys.path.insert(0, str(ROOT / "bench"))
 
-from fuzz_cases import generate_more  # noqa: E402
+from fuzz_cases import generate_more
 
 SUBJECTS = ("anatomy", "virology")
 SPLITS = ("dev", "val", "test")

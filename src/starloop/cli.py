@@ -11,9 +11,9 @@ model loads; errors print one line and exit with code 2.
 from __future__ import annotations
 
 import itertools
-import re
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,12 +27,15 @@ USAGE = """usage: starloop {train,eval,report} [key=value ...] [-m]
   starloop train [overrides]     run the STaR loop (trainer.strategy=sft|dpo|reinforce|weighted_sft)
   starloop report RUN [RUN ...]  write a Markdown report with plots for run folders
 
-common overrides: model=smollm2-135m|tiny-random|PATH|HUB_ID  data=mmlu|mmlu-afr|mmmlu|...
-  data.path=DIR data.split=val data.limit=N data.language=zu eval.mode=logit out=DIR seed=0
-  trainer=sft|star|dpo|reinforce|weighted_sft  prompt=native|english|translate  logger=local|wandb
-  experiment=english_dpo|english_sft|yoruba_sft|afr_sft|...  launcher=local|slurm (for -m sweeps)
-  -m / --multirun with comma-separated values runs a sweep (one folder per job, then sweep_summary.md).
-  Every key: docs/configuration.md; Slurm: docs/slurm.md."""
+common overrides: model=smollm2-135m|qwen2.5-0.5b|llama-3.1-8b|tiny-random|PATH|HUB_ID  data=mmlu|mmlu-afr|...
+  data.path=DIR data.split=val data.limit=N data.language=zu eval.mode=logit eval.limit=N out=DIR seed=0
+  checkpoint=RUN/iter_K (eval an adapter)  progress=false  trainer=sft|star|dpo|reinforce|weighted_sft
+  prompt=native|english|translate  logger=local|wandb  experiment=english_dpo|english_sft|yoruba_sft|...
+  -m / --multirun with comma-separated values runs a sweep (one folder per job, then sweep_summary.md);
+  launcher=slurm (with -m) runs the jobs on Slurm.
+  Default out=: runs/train, runs/eval, runs/eval-logit, runs/eval-<checkpoint>.
+  `starloop train --help` / `starloop eval --help`: every key with its default and meaning;
+  docs/configuration.md; Slurm: docs/slurm.md."""
 
 MAX_VALIDATED_SWEEP = 256
 
@@ -94,14 +97,20 @@ def compose(overrides: Sequence[str]):
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="starloop.configs", version_base="1.3"):
         try:
-            cfg = hydra_compose(config_name="starloop", overrides=list(overrides))
+            cfg = hydra_compose(config_name="starloop", overrides=list(overrides), return_hydra_config=True)
         except Exception as e:
             raise _config_error(overrides, e) from None
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        hydra_node = cfg.pop("hydra")
     try:
         obj = OmegaConf.to_object(cfg)
     except Exception as e:
         raise _config_error(overrides, e) from None
     validate(obj)
+    obj._sweep = str(hydra_node.get("mode")) == "RunMode.MULTIRUN"  # an experiment preset may set the mode
+    obj._launcher = str(OmegaConf.select(hydra_node, "launcher._target_", default="") or "")
     return obj
 
 
@@ -198,7 +207,7 @@ def _task(command: str, dcfg) -> None:
                 from starloop.loop import run_train
 
                 run_train(cfg)
-    except Exception as exc:  # noqa: BLE001 - only user errors and out-of-memory become one line
+    except Exception as exc:
         e = exc if isinstance(exc, StarloopError) else _out_of_memory(exc)
         if e is None:
             raise
@@ -263,12 +272,14 @@ def preflight(command: str, cfg, multirun: bool = False, seen: set[str] | None =
         raise ConfigError("checkpoint", "is read by starloop eval only (starloop train starts from the base "
                                         "model); drop it, or evaluate the adapter with starloop eval checkpoint=")
     key = repr((command, d, t.preload_data_for_training, t.preload_data_for_val, t.train_limit, t.val_limit,
-                cfg.checkpoint, cfg.prompt))
+                cfg.eval.limit, cfg.checkpoint, cfg.prompt))
     questions = None
     local_data = d.name not in SPECS or d.path not in (None, "")  # hub downloads are left to the run itself
     if local_data:
         if command == "eval":
-            questions = {d.split: load_questions(d, d.split)}
+            from starloop.evaluate import eval_questions
+
+            questions = {d.split: eval_questions(cfg)}
             if cfg.prompt.few_shot:
                 load_questions(d, "dev")
         else:
@@ -300,6 +311,32 @@ def preflight(command: str, cfg, multirun: bool = False, seen: set[str] | None =
     check_claim(out, command, to_dict(cfg), questions)
 
 
+def default_out(command: str, cfg, sweep: bool = False) -> str:
+    """Each command's own folder under runs/, so that commands run one after another never share one:
+    runs/train, runs/eval (runs/eval-logit in logit mode; + the checkpoint's path for an adapter)."""
+    if command == "train":
+        return "runs/train-sweep" if sweep else "runs/train"
+    name = "eval" + ("-logit" if cfg.eval.mode == "logit" else "")
+    if cfg.checkpoint:
+        parts = [p for p in Path(cfg.checkpoint).parts if p not in ("/", ".", "..", "runs", "train", "adapter")]
+        name += "-" + "-".join(parts[-2:] or ["checkpoint"])
+    return f"runs/{name}" + ("-sweep" if sweep else "")
+
+
+def _check_launcher(cfg, multirun: bool) -> None:
+    """launcher=slurm submits the jobs of a -m sweep: refuse it without -m, and where Slurm is missing."""
+    import shutil
+
+    if "submitit" not in cfg._launcher or "Local" in cfg._launcher:
+        return
+    if not multirun:
+        raise ConfigError("launcher", "launcher=slurm submits the jobs of a sweep: add -m (a single run with "
+                                      "-m is a sweep of one job)")
+    if shutil.which("sbatch") is None:
+        raise ConfigError("launcher", "launcher=slurm needs Slurm, and sbatch is not on this machine's PATH: run "
+                                      "on the cluster's login node, or use launcher=local")
+
+
 def _check_against_model(command: str, cfg) -> None:
     """An eval checkpoint must fit the model, and LoRA's target layers must exist in it (checked on the
     model's weightless skeleton, before anything loads)."""
@@ -321,10 +358,11 @@ def _check_model(m) -> None:
     """Device, dtype and a local model path, checked without loading anything (presets convert lazily)."""
     from pathlib import Path
 
-    from starloop.models import PRESETS, resolve_device, resolve_dtype, resolve_model_source
+    from starloop.models import PRESETS, check_hub_model, resolve_device, resolve_dtype, resolve_model_source
 
     device = resolve_device(m.device)
     resolve_dtype(m.dtype, device)
+    check_hub_model(m)
     if m.name.endswith(".gguf"):
         if not Path(m.name).expanduser().is_file():
             raise ConfigError("model.name", f"GGUF file not found: {m.name}")
@@ -333,12 +371,54 @@ def _check_model(m) -> None:
         resolve_model_source(m.name, m.gguf_file)
 
 
+def command_help(command: str) -> str:
+    """`starloop train --help`: usage, then every config group and key with its default and meaning."""
+    from starloop.hydra_config import GROUP_CLASSES, class_docs, option_names
+
+    docs = class_docs()
+    what = {"train": "run the STaR loop: sample rationales, keep the right ones, fine-tune LoRA, validate; a rerun "
+                     "with the same out= resumes",
+            "eval": "evaluate the model (or checkpoint=ADAPTER) on data.split; eval.limit questions by default"}
+    lines = [f"usage: starloop {command} [key=value ...] [-m]", "", f"  {what[command]}.",
+             f"  Output: out=DIR (default {'runs/train' if command == 'train' else 'runs/eval, runs/eval-logit'}).",
+             "  Every key below can be set as key=value; groups take a preset (group=option).", ""]
+    groups = ", ".join(f"{g}={'|'.join(option_names(g))}" for g in ("model", "data", "prompt", "trainer", "logger",
+                                                                   "launcher", "experiment"))
+    lines += ["groups: " + groups, ""]
+    _, top = docs["Config"]
+    for f in top:
+        if f.key not in GROUP_CLASSES:
+            lines.append(f"  {f.key}={_help_value(f.default)}  {f.doc}")
+    skip = {"train": (), "eval": ("trainer", "launcher")}[command]
+    for key, cls in GROUP_CLASSES.items():
+        if key in skip:
+            continue
+        lines += ["", f"{key}:"]
+        for f in docs[cls][1]:
+            lines.append(f"  {f.key}={_help_value(f.default)}  {f.doc}")
+    lines += ["", "Full reference with allowed values: docs/configuration.md"]
+    return "\n".join(lines)
+
+
+def _help_value(v: object) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, list):
+        return "[" + ",".join(map(str, v)) + "]"
+    return str(v)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
     command, rest = argv[0], argv[1:]
+    if command in ("train", "eval") and any(a in ("-h", "--help", "help") for a in rest):
+        print(command_help(command))
+        return
     if command not in COMMANDS:
         _error_line(f"error: unknown command {command!r} (expected one of {', '.join(COMMANDS)})")
         sys.exit(2)
@@ -375,8 +455,16 @@ def _main(command: str, rest: list[str]) -> None:
         if len(combos) > 1 and not multirun:  # Hydra would print a multi-line "Ambiguous value" and exit 0
             key = next(a.partition("=")[0] for a, b in zip(combos[0], combos[-1]) if a != b)
             raise ConfigError(key, "has several values (a sweep): add -m to run each, or write [a,b] for a list")
+        if not any(o.lstrip("+").partition("=")[0] == "out" for o in overrides):
+            first = compose(combos[0])
+            multirun = multirun or first._sweep
+            out = default_out(command, first, multirun)
+            overrides.append(f"out={out}")
+            combos = [[*c, f"out={out}"] for c in combos]
         for combo in combos:
             cfg = compose(combo)
+            multirun = multirun or cfg._sweep
+            _check_launcher(cfg, multirun)
             preflight(command, cfg, multirun, seen=checked)
     except StarloopError as e:
         _error_line(f"error: {e}")

@@ -77,6 +77,9 @@ class EvalConfig:
     batch_size: int = 16
     # Longest rationale generated.
     max_new_tokens: int = 256
+    # Questions `starloop eval` scores (the first of data.split after its seeded shuffle and data.limit);
+    # the default finishes in minutes on a laptop CPU (stated in the output); null = all of the split.
+    limit: int | None = 100
     # 0 = greedy decoding.
     temperature: float = 0.0
     # Nucleus sampling mass when temperature > 0.
@@ -254,8 +257,9 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     # Where sweep jobs run (group: launcher=local|slurm|submitit-local).
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
-    # Output folder of the run; a rerun with the same folder resumes it.
-    out: str = "runs/latest"
+    # Output folder of the run; a rerun with the same folder resumes it. null = the command's own folder:
+    # runs/train, runs/eval, runs/eval-logit, runs/eval-<checkpoint> (runs/<command>-sweep for a -m sweep).
+    out: str | None = None
     # Global seed: sampling, LoRA init, data order.
     seed: int = 0
     # A saved run iteration (<out>/iter_<k>) or adapter folder to evaluate instead of the base model.
@@ -303,6 +307,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "prompt.few_shot": (0, 5),
     "eval.batch_size": (1, None),
     "eval.max_new_tokens": (1, None),
+    "eval.limit": (1, None),
     "eval.temperature": (0.0, None),
     "eval.top_p": (1e-6, 1.0),
     "model.max_length": (16, None),

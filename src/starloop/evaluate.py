@@ -176,6 +176,19 @@ def write_eval(out: Path, samples: Sequence[Sample], summary: dict, cfg_dict: di
     write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg_dict)))
 
 
+def eval_questions(cfg: Config, log=None) -> list[Question]:
+    """The questions `starloop eval` scores: data.split, at most eval.limit of them (said in the log)."""
+    from starloop.data import load_questions
+
+    qs = load_questions(cfg.data, cfg.data.split)
+    if cfg.eval.limit is not None and len(qs) > cfg.eval.limit:
+        if log is not None:
+            log.info("evaluating %d of the %d %s questions (eval.limit=%d, sized for a laptop CPU; eval.limit=null "
+                     "for all)", cfg.eval.limit, len(qs), cfg.data.split, cfg.eval.limit)
+        qs = qs[: cfg.eval.limit]
+    return qs
+
+
 def run_eval(cfg: Config) -> dict:
     """`starloop eval`: evaluate the model (or a checkpoint) on cfg.data.split; write results under cfg.out."""
     import json
@@ -188,7 +201,7 @@ def run_eval(cfg: Config) -> dict:
 
     log = logging.getLogger("starloop.eval")
     out = Path(cfg.out)
-    questions = load_questions(cfg.data, cfg.data.split)  # bad data fails before the model loads
+    questions = eval_questions(cfg, log)  # bad data fails before the model loads
     adapter = resolve_checkpoint(cfg.checkpoint) if cfg.checkpoint else None
     few_shot = load_questions(cfg.data, "dev")[: cfg.prompt.few_shot] if cfg.prompt.few_shot else ()
     t0 = time.time()

@@ -296,11 +296,19 @@ def hash_seed(*parts) -> int:
     return sample_seed(*parts)
 
 
-def run_questions(cfg: Config) -> dict[str, list[Question]]:
-    """{"train": ..., "val": ...}: the questions a `starloop train` run samples and validates on."""
+def run_questions(cfg: Config, say: bool = False) -> dict[str, list[Question]]:
+    """{"train": ..., "val": ...}: the questions a `starloop train` run samples and validates on
+    (`say`: log how many of the split the limits keep)."""
     t = cfg.trainer
-    return {"train": load_questions(cfg.data, cfg.data.train_split)[: t.train_limit],
-            "val": load_questions(cfg.data, cfg.data.val_split)[: t.val_limit]}
+    out = {}
+    for which, split, limit, key in (("train", cfg.data.train_split, t.train_limit, "trainer.train_limit"),
+                                     ("val", cfg.data.val_split, t.val_limit, "trainer.val_limit")):
+        qs = load_questions(cfg.data, split)
+        if say and limit is not None and len(qs) > limit:
+            log.info("%s on %d of the %d %s questions (%s=%d, sized for a laptop CPU; %s=null for all)",
+                     "training" if which == "train" else "validating", limit, len(qs), split, key, limit, key)
+        out[which] = qs[:limit]
+    return out
 
 
 def read_preload_for(cfg: Config, which: str, questions: list[Question]) -> list[Sample]:
@@ -329,7 +337,7 @@ def run_train(cfg: Config) -> list[dict]:
 
     t = cfg.trainer
     out = Path(cfg.out)
-    qs = run_questions(cfg)
+    qs = run_questions(cfg, say=True)
     train_qs, val_qs = qs["train"], qs["val"]
     check_preloads(cfg, qs)  # fail on a bad file before any work
     with RunLock(out):

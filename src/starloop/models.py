@@ -246,6 +246,54 @@ def check_model_folder(p: Path, gguf_file: str | None = None) -> None:
         raise ConfigError("model.name", f"{p} holds no tokenizer (tokenizer.json or tokenizer_config.json)")
 
 
+def _hub_offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def check_hub_model(cfg: ModelConfig, timeout: float = 10.0) -> None:
+    """A hub model (a preset such as llama-3.1-8b, or a hub id) must be in the local cache or reachable and
+    allowed: one line at once, instead of transformers' minute of retries. Local models pass unchecked."""
+    name = cfg.name
+    if name in ("tiny-random", "smollm2-135m") or name.endswith(".gguf"):
+        return
+    if name not in PRESETS and (Path(name).expanduser().exists() or name.startswith((".", "/", "~"))):
+        return
+    repo = PRESETS.get(name, name)
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(repo, cfg.gguf_file or "config.json")
+    except Exception:  # noqa: BLE001 - an id the cache cannot even name is checked against the hub below
+        cached = None
+    if isinstance(cached, str):
+        return
+    how = f"download it where there is a network (huggingface-cli download {repo}) or pass a local folder as model="
+    if _hub_offline():
+        raise ConfigError("model.name", f"{repo} is not in the local Hugging Face cache and offline mode is on "
+                                        f"(HF_HUB_OFFLINE); {how}")
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    url = f"{constants.ENDPOINT}/api/models/{repo}/auth-check"
+    try:
+        r = get_session().get(url, headers=build_hf_headers(), timeout=timeout)
+        hf_raise_for_status(r)
+    except GatedRepoError:
+        raise ConfigError("model.name", f"{repo} is gated: request access on https://huggingface.co/{repo}, then "
+                                        "log in (huggingface-cli login, or set HF_TOKEN)") from None
+    except RepositoryNotFoundError:
+        raise ConfigError("model.name", f"{repo} is not a model on the Hugging Face hub (a typo? a private model "
+                                        "needs huggingface-cli login), nor a local folder") from None
+    except HfHubHTTPError as e:
+        first = (str(e).strip().splitlines() or ["HTTP error"])[0][:150]
+        raise ConfigError("model.name", f"{repo}: the hub refused it ({first})") from None
+    except (OSError, ValueError) as e:  # no network: connection, DNS, timeout
+        raise ConfigError("model.name", f"{repo} is not in the local cache and the hub cannot be reached "
+                                        f"({type(e).__name__}); {how}") from None
+
+
 def load_model(cfg: ModelConfig, for_training: bool = False):
     """Return (model, tokenizer) on the configured device and dtype, in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -365,7 +413,7 @@ def check_adapter_fits(model, adapter_dir: Path) -> None:
     modules = dict(model.named_modules())
     params = dict(model.named_parameters())
     with safe_open(str(weights), framework="pt") as f:
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
     if not any(_LORA_KEY.match(k) for k in shapes):
         raise StarloopError(f"{weights}: holds no LoRA weights")
     for key, shape in shapes.items():

@@ -54,10 +54,9 @@ def read_preload(path: str | Path, questions: Sequence[Question], key: str,
             raise DataError(path, f"column gold: {s.gold!r}, but the answer of {s.question_id} is "
                                   f"{q.gold_letter!r}", row=row)
         gold = s.gold or (q.gold_letter if q is not None else "")
-        if "extracted" in cols and gold:
-            if s.correct != (s.extracted.strip() == gold):
-                raise DataError(path, f"column correct: {s.correct} disagrees with extracted {s.extracted!r} "
-                                      f"and gold {gold!r}", row=row)
+        if "extracted" in cols and gold and s.correct != (s.extracted.strip() == gold):
+            raise DataError(path, f"column correct: {s.correct} disagrees with extracted {s.extracted!r} and gold "
+                                  f"{gold!r}", row=row)
         for col in cols:
             if col in REWARD_COLUMNS or col.startswith("logp_"):
                 v = s.extra.get(col, "")

@@ -188,7 +188,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
         path = write_report(runs, evals, out)
     except OSError as e:
         raise StarloopError(f"{out}: cannot write the report ({e.strerror or e})") from None
-    print(str(path), flush=True)
+    import json
+
+    print(json.dumps({"report": str(path), "runs": len(runs), "evals": len(evals)}), flush=True)
     return path
 
 

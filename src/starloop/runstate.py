@@ -24,6 +24,9 @@ from starloop.errors import ConfigError, StarloopError
 # Keys a resumed run may change: they do not alter any result already written.
 RESUMABLE_KEYS = {"trainer.iterations", "progress", "logger", "launcher", "out", "eval.batch_size",
                   "trainer.gen_batch_size"}
+# Keys a command does not read, so that a resumed run may change them too (and runs saved before the key
+# existed resume).
+UNUSED_KEYS = {"train": {"eval.limit", "checkpoint"}, "eval": set()}
 
 # A run refuses to start with less free disk space than this in its output folder (adapters, generations).
 MIN_FREE_BYTES = 100 * 2**20
@@ -56,7 +59,7 @@ def raise_on_sigterm() -> None:
 
 def check_out_path(out: str | os.PathLike) -> Path:
     """`out=` as a usable path: not empty, not too long for the files a run writes below it."""
-    text = str(out)
+    text = "" if out is None else str(out)
     if not text.strip():
         raise ConfigError("out", "is empty: name an output folder (e.g. out=runs/my_run)")
     p = Path(text).expanduser()
@@ -252,7 +255,7 @@ def check_claim(out: str | os.PathLike, command: str, cfg: dict,
     if owner is not None and owner != command:
         raise StarloopError(f"{out}: holds a `starloop {owner}` run; `starloop {command}` does not write into "
                             "it: choose another out=")
-    check_or_save_config(out, cfg, save=False, has_outputs=owner is not None)
+    check_or_save_config(out, cfg, save=False, has_outputs=owner is not None, ignore=UNUSED_KEYS.get(command, ()))
     data = _read_run_file(out)
     if questions is None or data is None:
         return
@@ -292,7 +295,7 @@ def claim(out: str | os.PathLike, command: str, cfg: dict, questions: Mapping[st
     fresh = {split: question_fingerprint(qs) for split, qs in questions.items()}
     if not (out / "config.yaml").exists() or any(s not in data["questions"] for s in fresh):
         data["questions"] = {**data["questions"], **fresh}
-    check_or_save_config(out, cfg, has_outputs=folder_owner(out) is not None)
+    check_or_save_config(out, cfg, has_outputs=folder_owner(out) is not None, ignore=UNUSED_KEYS.get(command, ()))
     io.write_json(out / RUN_FILE, data)
     _mark_claimed(out)
     _file_log(out)
@@ -315,11 +318,13 @@ def _file_log(out: Path) -> None:
     root.addHandler(h)
 
 
-def check_or_save_config(out: Path, cfg: dict, save: bool = True, has_outputs: bool = False) -> None:
+def check_or_save_config(out: Path, cfg: dict, save: bool = True, has_outputs: bool = False,
+                         ignore=()) -> None:
     """Save the resolved config on a fresh run; on resume, refuse a config that changes results.
 
     save=False only checks. `has_outputs`: the folder holds a run's outputs, so a missing config.yaml
-    (deleted, or never written) is refused rather than written afresh.
+    (deleted, or never written) is refused rather than written afresh. `ignore`: keys the command does
+    not read.
     """
     import yaml
 
@@ -333,7 +338,7 @@ def check_or_save_config(out: Path, cfg: dict, save: bool = True, has_outputs: b
             raise StarloopError(f"{path}: unreadable saved config; use a new out= folder")
         a, b = _flatten(old), _flatten(cfg)
         for key in sorted(set(a) | set(b)):
-            if any(key == r or key.startswith(r + ".") for r in RESUMABLE_KEYS):
+            if any(key == r or key.startswith(r + ".") for r in (*RESUMABLE_KEYS, *ignore)):
                 continue
             if a.get(key) != b.get(key):
                 raise ConfigError(key, f"differs from the run being resumed in {out} "
@@ -356,6 +361,6 @@ def disk_error(e: OSError) -> StarloopError | None:
     return None
 
 
-from starloop.runfiles import check_run_folder  # noqa: E402  (kept importable from here)
+from starloop.runfiles import check_run_folder
 
 __all__ = ["RunLock", "check_claim", "check_or_save_config", "check_output_folder", "check_run_folder", "claim"]
