@@ -3,8 +3,6 @@ help for each command, one-line answers for models that cannot load and for Slur
 
 from __future__ import annotations
 
-import contextlib
-import io as _io
 import json
 import os
 import re
@@ -15,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 # Appended to each README command: the tiny model and small counts, so that the sequence runs in seconds.
@@ -30,19 +29,6 @@ def readme_first_run() -> list[list[str]]:
     cmds = [shlex.split(line.split("#")[0]) for line in block.group(1).splitlines() if line.strip()]
     assert cmds and all(c[0] == "starloop" for c in cmds)
     return [c[1:] for c in cmds]
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    from starloop import cli
-
-    err, out = _io.StringIO(), _io.StringIO()
-    code = 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        try:
-            cli.main(argv)
-        except SystemExit as e:
-            code = e.code if e.code is not None else 0
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_readme_first_run_sequence_in_a_fresh_folder(tmp_path, monkeypatch):

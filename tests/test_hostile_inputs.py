@@ -4,10 +4,8 @@ thing (exit code 2) and leave the folder as it was. `bench/fuzz.py` runs many mo
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import importlib.util
-import io as _io
 import json
 import shutil
 import subprocess
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import run_cli
 
 from starloop.errors import StarloopError
 
@@ -28,20 +27,6 @@ spec.loader.exec_module(fuzz)  # type: ignore[union-attr]
 RUN = ["model=tiny-random", "model.device=cpu", "data.limit=4", "trainer.iterations=1", "trainer.samples_per_question=2",
        "trainer.max_new_tokens=4", "eval.max_new_tokens=4", "trainer.val_limit=2", "progress=false",
        "trainer.strategy=weighted_sft", "trainer.reward=answer_logprob"]
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """starloop.cli.main in this process, for real: (exit code, stdout, stderr)."""
-    from starloop import cli
-
-    err, out = _io.StringIO(), _io.StringIO()
-    code = 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        try:
-            cli.main(argv)
-        except SystemExit as e:
-            code = e.code if e.code is not None else 0
-    return code, out.getvalue(), err.getvalue()
 
 
 def one_line(err: str) -> str:

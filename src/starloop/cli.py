@@ -371,45 +371,6 @@ def _check_model(m) -> None:
         resolve_model_source(m.name, m.gguf_file)
 
 
-def command_help(command: str) -> str:
-    """`starloop train --help`: usage, then every config group and key with its default and meaning."""
-    from starloop.hydra_config import GROUP_CLASSES, class_docs, option_names
-
-    docs = class_docs()
-    what = {"train": "run the STaR loop: sample rationales, keep the right ones, fine-tune LoRA, validate; a rerun "
-                     "with the same out= resumes",
-            "eval": "evaluate the model (or checkpoint=ADAPTER) on data.split; eval.limit questions by default"}
-    lines = [f"usage: starloop {command} [key=value ...] [-m]", "", f"  {what[command]}.",
-             f"  Output: out=DIR (default {'runs/train' if command == 'train' else 'runs/eval, runs/eval-logit'}).",
-             "  Every key below can be set as key=value; groups take a preset (group=option).", ""]
-    groups = ", ".join(f"{g}={'|'.join(option_names(g))}" for g in ("model", "data", "prompt", "trainer", "logger",
-                                                                   "launcher", "experiment"))
-    lines += ["groups: " + groups, ""]
-    _, top = docs["Config"]
-    for f in top:
-        if f.key not in GROUP_CLASSES:
-            lines.append(f"  {f.key}={_help_value(f.default)}  {f.doc}")
-    skip = {"train": (), "eval": ("trainer", "launcher")}[command]
-    for key, cls in GROUP_CLASSES.items():
-        if key in skip:
-            continue
-        lines += ["", f"{key}:"]
-        for f in docs[cls][1]:
-            lines.append(f"  {f.key}={_help_value(f.default)}  {f.doc}")
-    lines += ["", "Full reference with allowed values: docs/configuration.md"]
-    return "\n".join(lines)
-
-
-def _help_value(v: object) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, list):
-        return "[" + ",".join(map(str, v)) + "]"
-    return str(v)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -417,6 +378,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     command, rest = argv[0], argv[1:]
     if command in ("train", "eval") and any(a in ("-h", "--help", "help") for a in rest):
+        from starloop.hydra_config import command_help
+
         print(command_help(command))
         return
     if command not in COMMANDS:

@@ -79,7 +79,7 @@ class EvalConfig:
     max_new_tokens: int = 256
     # Questions `starloop eval` scores (the first of data.split after its seeded shuffle and data.limit);
     # the default finishes in minutes on a laptop CPU (stated in the output); null = all of the split.
-    limit: int | None = 100
+    limit: int | None = 20
     # 0 = greedy decoding.
     temperature: float = 0.0
     # Nucleus sampling mass when temperature > 0.
@@ -116,10 +116,12 @@ class TrainerConfig:
     # Reward subtracted from degenerate samples in reward strategies.
     degenerate_penalty: float = 0.0
     # Training questions used per iteration (null = all of the train split after data.limit). The small
-    # default makes a first `starloop train` on a laptop CPU finish in minutes; set null on a GPU cluster.
-    train_limit: int | None = 32
-    # Validation questions per evaluation (null = all of the val split after data.limit).
-    val_limit: int | None = 32
+    # default makes a first `starloop train` on a laptop CPU finish in minutes (stated in the output); set
+    # null on a GPU.
+    train_limit: int | None = 8
+    # Validation questions per evaluation (null = all of the val split after data.limit); small for a laptop
+    # CPU like train_limit.
+    val_limit: int | None = 8
 
     # --- LoRA ---
     # LoRA rank (width of the low-rank update).

@@ -175,6 +175,7 @@ class RunLock:
         if held[1] > 0:
             return
         fd, _, created, new_file, claimed = _HELD.pop(self.key)
+        _close_file_log()
         if not claimed and new_file:
             Path(self.key, ".lock").unlink(missing_ok=True)
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -302,20 +303,32 @@ def claim(out: str | os.PathLike, command: str, cfg: dict, questions: Mapping[st
 
 
 def _file_log(out: Path) -> None:
-    """Log to <out>/cli.log from the claim on (nothing is written into the folder before it)."""
+    """Log to <out>/cli.log from the claim on (nothing is written into the folder before it) until the
+    lock is released; the main process only."""
     import logging
 
+    from starloop import distributed
+
+    if not distributed.is_main():
+        return
     root = logging.getLogger()
     path = str((out / "cli.log").resolve())
     if any(isinstance(h, logging.FileHandler) and h.baseFilename == path for h in root.handlers):
         return
-    for h in [h for h in root.handlers if getattr(h, "_starloop_run_log", False)]:
-        root.removeHandler(h)
-        h.close()
+    _close_file_log()
     h = logging.FileHandler(path, encoding="utf-8")
     h.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     h._starloop_run_log = True  # type: ignore[attr-defined]
     root.addHandler(h)
+
+
+def _close_file_log() -> None:
+    import logging
+
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "_starloop_run_log", False)]:
+        root.removeHandler(h)
+        h.close()
 
 
 def check_or_save_config(out: Path, cfg: dict, save: bool = True, has_outputs: bool = False,
