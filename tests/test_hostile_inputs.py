@@ -81,6 +81,17 @@ def test_eval_refuses_a_train_run_and_train_refuses_an_eval_folder(run_copy, tmp
     refused(["eval", *RUN, f"data.path={data}", "data.limit=3", f"out={ev}"], ev, "data.limit")
 
 
+def test_report_does_not_write_into_a_run_folder(run_copy, tmp_path):
+    _, run = run_copy
+    before = fuzz.snapshot(run)
+    code, _, err = run_cli(["report", str(run), "--out", str(run)])
+    assert code == 2 and "starloop train" in one_line(err) and fuzz.snapshot(run) == before
+    code, out, err = run_cli(["report", str(run), "--out", str(tmp_path / "rep")])
+    assert code == 0, err[-2000:]
+    assert json.loads(out.strip().splitlines()[-1])["report"] == str(tmp_path / "rep" / "report.md")
+    assert not (tmp_path / "rep" / ".lock").exists()
+
+
 # --- 2. non-finite numbers ------------------------------------------------------------------------
 
 

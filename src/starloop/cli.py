@@ -207,7 +207,7 @@ def _task(command: str, dcfg) -> None:
                 from starloop.loop import run_train
 
                 run_train(cfg)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - only user errors, out of memory and a full disk become one line
         e = exc if isinstance(exc, StarloopError) else _out_of_memory(exc)
         if e is None:
             raise
@@ -228,7 +228,6 @@ def _out_of_memory(exc: BaseException) -> StarloopError | None:
 
     if isinstance(exc, OSError) and disk_error(exc) is not None:
         return disk_error(exc)
-
     if not is_oom(exc):
         return None
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

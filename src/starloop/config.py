@@ -14,7 +14,8 @@ from typing import Any
 
 @dataclass
 class ModelConfig:
-    # Preset (smollm2-135m, tiny-random, llama-3.1-8b), a local folder, a .gguf file, or a hub id.
+    # Preset (smollm2-135m, tiny-random, qwen2.5-0.5b, llama-3.1-8b: gated, needs access and a login), a
+    # local folder, a .gguf file, or a hub id.
     name: str = "smollm2-135m"
     # GGUF file name inside `name` when `name` is a folder or hub repo holding one.
     gguf_file: str | None = None
