@@ -97,9 +97,12 @@ def test_report_does_not_write_into_a_run_folder(run_copy, tmp_path):
 
 @pytest.mark.parametrize("override", ["trainer.lr=nan", "eval.temperature=nan", "trainer.top_p=nan",
                                       "trainer.lr=inf", "trainer.dpo_beta=-inf", "data.heldout_fraction=nan"])
-def test_non_finite_settings_refused(run_copy, override):
-    data, run = run_copy
-    refused(["train", *RUN, f"data.path={data}", override, f"out={run}"], run, override.split("=")[0], "finite")
+def test_non_finite_settings_refused(base, tmp_path, override):
+    data, _ = base
+    out = tmp_path / "new"
+    refused(["train", *RUN, f"data.path={data}", override, f"out={out}"], out, override.split("=")[0],
+            "is not a finite number")
+    assert not out.exists()
 
 
 def test_a_step_that_makes_weights_non_finite_stops_training(tiny):
@@ -171,11 +174,13 @@ def test_damaged_run_folder_one_line_naming_the_file(run_copy, damage, needle):
 @pytest.mark.parametrize("override,needle", [
     ("checkpoint=/nonexistent", "checkpoint"), ("model.dtype=int8", "model.dtype"),
     ("model.device=meta", "model.device"), ("data.train_split=dev", "data.train_split"),
-    ("data.val_split=train", "data.train_split"), ("out=", "out"),
+    ("data.val_split=train", "data.train_split"), ("out=", "config key 'out': is empty"),
 ])
-def test_unusable_settings_refused(run_copy, override, needle):
-    data, run = run_copy
-    refused(["train", *RUN, f"data.path={data}", f"out={run}", override], run, needle)
+def test_unusable_settings_refused(base, tmp_path, override, needle):
+    data, _ = base
+    out = tmp_path / "new"
+    refused(["train", *RUN, f"data.path={data}", f"out={out}", override], out, needle)
+    assert not out.exists()
 
 
 def test_failed_run_leaves_no_folder_and_the_corrected_command_runs(base, tmp_path):

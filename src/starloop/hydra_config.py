@@ -303,9 +303,10 @@ def command_help(command: str) -> str:
     lines = [f"usage: starloop {command} [key=value ...] [-m]", "", f"  {what[command]}.",
              f"  Output: out=DIR (default {'runs/train' if command == 'train' else 'runs/eval, runs/eval-logit'}).",
              "  Every key below can be set as key=value; groups take a preset (group=option).", ""]
-    groups = ", ".join(f"{g}={'|'.join(option_names(g))}" for g in ("model", "data", "prompt", "trainer", "logger",
-                                                                   "launcher", "experiment"))
-    lines += ["groups: " + groups, ""]
+    shown = ("model", "data", "prompt", "trainer", "logger", "launcher", "experiment") if command == "train" else \
+        ("model", "data", "prompt", "logger")
+    groups = ", ".join(f"{g}={'|'.join(o for o in option_names(g) if o != 'custom')}" for g in shown)
+    lines += ["groups: " + groups + " (model= also takes a folder, a .gguf file or a hub id)", ""]
     _, top = docs["Config"]
     for f in top:
         if f.key not in GROUP_CLASSES:
