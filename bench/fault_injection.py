@@ -11,8 +11,13 @@ SIGKILL (seeded choice) at that point, and the same command is run again until i
 - the rerun exits 0 and leaves no temporaries of atomic writes (`.<name>.XXXXXXXX.tmp`);
 - no sampling part file is left behind (a finished stage keeps its samples in generations.csv alone);
 - metrics.jsonl (minus wall_s), every generations.csv / train_data.jsonl, and every adapter's
-  tensors equal the reference run's exactly.
-Prints one line per kill and ends with "N passed, M failed" (exit code 1 if any failed).
+  tensors equal the reference run's exactly;
+- logs/steps.jsonl holds each (iteration, step) once.
+Then three more faults, once each: a second `train` and an `eval` started on the folder of a run in progress
+(each refused in one line; the run finishes equal to the reference), the disk filling up while sampling (one
+line, exit code 2; the rerun finishes equal to the reference), and `starloop eval` pointed at the finished
+reference run (refused in one line, nothing in it changed).
+Prints one line per kill and fault and ends with "N passed, M failed" (exit code 1 if any failed).
 
 The run is tiny (random two-layer model, 8 questions, 2 iterations) and uses weighted SFT on the
 answer-likelihood reward, so that every iteration really trains although the random model never answers
@@ -146,7 +151,73 @@ def compare(ref: Path, out: Path) -> list[str]:
     for f in sorted(ref.glob("iter_*/**/DONE")):
         if not (out / f.relative_to(ref)).exists():
             problems.append(f"{f.relative_to(ref)} missing")
+    steps = out / "logs" / "steps.jsonl"
+    if steps.exists():
+        keys = [(r["iteration"], r["step"]) for r in map(json.loads, steps.read_text(encoding="utf-8").splitlines())]
+        if len(keys) != len(set(keys)):
+            problems.append(f"logs/steps.jsonl repeats (iteration, step) {min(k for k in keys if keys.count(k) > 1)}")
+        ref_steps = ref / "logs" / "steps.jsonl"
+        if ref_steps.exists() and len(keys) != len(ref_steps.read_text(encoding="utf-8").splitlines()):
+            problems.append("logs/steps.jsonl has another number of lines than the reference's")
     return problems
+
+
+# A run whose sampling parts hit a full disk (the same CLI, with the part writer failing as ENOSPC does).
+_DISK_FULL = (
+    "import errno, sys\nfrom pathlib import Path\nfrom starloop import loop\nreal = loop.write_samples\n"
+    "def full(path, samples):\n"
+    "    if 'part_' in Path(path).name:\n"
+    "        raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
+    "    real(path, samples)\n"
+    "loop.write_samples = full\nfrom starloop.cli import main\nmain(sys.argv[1:])\n")
+
+
+def _one_line(r: subprocess.CompletedProcess, *needles: str) -> list[str]:
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    if r.returncode != 2 or len(lines) != 1 or not lines[0].startswith("error: ") or \
+            any(n not in lines[0] for n in needles):
+        return [f"want exit 2 and one line naming {list(needles)}; got exit {r.returncode}: {r.stderr[-1500:]}"]
+    return []
+
+
+def other_faults(ref: Path, root: Path) -> dict[str, list[str]]:
+    """The faults besides kills: {name: problems}."""
+    results: dict[str, list[str]] = {}
+    # A second train and an eval on the folder of a run in progress.
+    out = root / "busy"
+    shutil.rmtree(out, ignore_errors=True)
+    p = start(out)
+    t0 = time.time()
+    while not (out / "config.yaml").exists() and p.poll() is None and time.time() - t0 < 600:
+        time.sleep(0.05)
+    second = subprocess.run(command(out), capture_output=True, text=True, env=_env(), check=False)
+    ev = subprocess.run([sys.executable, "-m", "starloop.cli", "eval", *RUN_ARGS, f"out={out}"], capture_output=True,
+                        text=True, env=_env(), check=False)
+    _, se = p.communicate()
+    problems = _one_line(second, "another starloop run") + _one_line(ev, str(out))
+    if p.returncode != 0:
+        problems.append(f"the run in progress failed (exit {p.returncode}): {se[-1500:]}")
+    else:
+        problems += compare(ref, out)
+    results["second train and an eval during a run"] = problems
+    # The disk fills up while sampling; the rerun resumes.
+    out = root / "disk_full"
+    shutil.rmtree(out, ignore_errors=True)
+    full = subprocess.run([sys.executable, "-c", _DISK_FULL, "train", *RUN_ARGS, f"out={out}"], capture_output=True,
+                          text=True, env=_env(), check=False)
+    problems = _one_line(full, "no space left", "part_")
+    r = run(out)
+    problems += [f"rerun exit code {r.returncode}: {r.stderr[-1500:]}"] if r.returncode else compare(ref, out)
+    results["disk full while sampling, then rerun"] = problems
+    # starloop eval pointed at a train run.
+    before = {f: f.stat().st_mtime_ns for f in ref.rglob("*") if f.is_file()}
+    ev = subprocess.run([sys.executable, "-m", "starloop.cli", "eval", *RUN_ARGS, f"out={ref}"], capture_output=True,
+                        text=True, env=_env(), check=False)
+    problems = _one_line(ev, "starloop train")
+    if {f: f.stat().st_mtime_ns for f in ref.rglob("*") if f.is_file()} != before:
+        problems.append("the train run's files changed")
+    results["eval into a train run"] = problems
+    return results
 
 
 def check_kill(ref: Path, out: Path, killed: subprocess.CompletedProcess, sig: int,
@@ -179,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill times and signals")
     ap.add_argument("--signal", choices=("both", "term", "kill"), default="both")
     ap.add_argument("--keep", type=Path, default=None, help="keep run folders here (default: a temp folder)")
+    ap.add_argument("--no-other-faults", action="store_true", help="only the kills (not the busy folder, full "
+                                                                   "disk and eval-into-a-run faults)")
     args = ap.parse_args(argv)
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="starloop-fi-"))
@@ -222,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
             passed += 1
             if args.keep is None:
                 shutil.rmtree(out, ignore_errors=True)
+    if not args.no_other_faults:
+        for name, problems in other_faults(ref, root).items():
+            print(f"{name}: {'ok' if not problems else 'FAILED'}", flush=True)
+            for p in problems:
+                print("    " + p.replace("\n", "\n    "), flush=True)
+            passed, failed = (passed + 1, failed) if not problems else (passed, failed + 1)
     if args.keep is None and not failed:
         shutil.rmtree(root, ignore_errors=True)
     print(f"{passed} passed, {failed} failed")

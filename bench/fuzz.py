@@ -9,7 +9,9 @@ of hub datasets with missing columns, bad JSON, bad values), configs (unknown ke
 out-of-range and unknown enum values, malformed overrides, bytes that are not UTF-8, missing model
 folders, bad devices), preload files (missing columns, bad values, truncation, encodings), checkpoint
 folders (missing or corrupt adapter files), damaged run folders (completed stages missing files, corrupt
-saved config, changed config), and output folders (not writable, disk full, in use).
+saved config, changed config), and output folders (not writable, disk full, in use); and the categories of
+`bench/fuzz_cases.py` (another command's folder, NaN settings, data edited between runs, damaged run files,
+bad preload values, adapters of another model, an empty or over-long out=, a full disk while sampling).
 
 Each case passes if: exit code 2, exactly one non-empty stderr line starting with "error:", that line
 names the file / row / key at fault, no traceback, and the run folder it points `out=` at is unchanged
@@ -43,6 +45,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
+if str(ROOT / "bench") not in sys.path:
+    sys.path.insert(0, str(ROOT / "bench"))
+
+from fuzz_cases import generate_more
 
 SUBJECTS = ("anatomy", "virology")
 SPLITS = ("dev", "val", "test")
@@ -62,6 +68,7 @@ class Case:
     out: Path | None  # a run folder that must stay untouched (None: not checked)
     inprocess_only: bool = False
     patch: Callable[[], contextlib.AbstractContextManager] | None = None
+    real: bool = False  # run for real (Hydra not stubbed): the fault happens while the run works
 
 
 @dataclass
@@ -616,10 +623,16 @@ def _disk_full():
 
 @contextlib.contextmanager
 def _busy(folder: Path):
-    from starloop.runstate import RunLock
+    """The folder's lock held as another process holds it (its own open file, not this process's RunLock)."""
+    import fcntl
 
-    with RunLock(folder):
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def gen_outputs(g: Gen) -> None:
@@ -630,9 +643,10 @@ def gen_outputs(g: Gen) -> None:
                         (Path("/proc/self/starloop_run"), "/proc/self")]:
         for command in ("train", "eval"):
             g.add("output", f"{command} out={out}", g.base(command, out=out), [needle, "not writable"], out=g.run)
-    for command in ("train", "eval"):
-        g.add("output", f"{command} disk full", g.base(command), [str(g.run), "MB free"], inprocess_only=True,
-              patch=_disk_full)
+    g.add("output", "train disk full", g.base("train"), [str(g.run), "MB free"], inprocess_only=True,
+          patch=_disk_full)
+    g.add("output", "eval disk full", g.base("eval", out=d / "ev"), [str(d / "ev"), "MB free"], out=d / "ev",
+          inprocess_only=True, patch=_disk_full)
     busy = d / "busy_run"
     shutil.copytree(g.run, busy)
     g.add("output", "train on a run folder in use", g.base("train", out=busy), ["another starloop run"], out=busy,
@@ -654,6 +668,7 @@ def generate(root: Path, seed: int, run: Path, scale: float = 1.0) -> list[Case]
     gen_checkpoints(g, int(30 * scale))
     gen_run_folders(g)
     gen_outputs(g)
+    generate_more(g, root / "eval_run", _dataclass_fields)
     return g.cases
 
 
@@ -664,8 +679,8 @@ class _Accepted(Exception):
     """The input passed every check and the run would start."""
 
 
-def run_inprocess(argv: list[str]) -> tuple[object, str]:
-    """starloop.cli.main(argv) as the CLI runs it, with Hydra's launch stubbed: (exit code, stderr)."""
+def run_inprocess(argv: list[str], real: bool = False) -> tuple[object, str]:
+    """starloop.cli.main(argv) as the CLI runs it, with Hydra's launch stubbed unless `real`: (exit code, stderr)."""
     from starloop import cli
 
     err, out = io.StringIO(), io.StringIO()
@@ -674,7 +689,8 @@ def run_inprocess(argv: list[str]) -> tuple[object, str]:
     def accepted(*a, **k):
         raise _Accepted()
 
-    cli._run_hydra = accepted
+    if not real:
+        cli._run_hydra = accepted
     code: object = 0
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
@@ -725,17 +741,18 @@ def check(case: Case, code: object, stderr: str, before: dict) -> list[str]:
 def run_case(case: Case, subprocess_mode: bool = False) -> Result:
     with case.patch() if case.patch else contextlib.nullcontext():
         before = snapshot(case.out)
-        code, stderr = run_subprocess(case.argv) if subprocess_mode else run_inprocess(case.argv)
+        code, stderr = run_subprocess(case.argv) if subprocess_mode else run_inprocess(case.argv, case.real)
     return Result(case, code, stderr, check(case, code, stderr, before))
 
 
-def make_run(folder: Path) -> None:
-    """The existing run folder every case points out= at: a real one-iteration tiny run."""
-    if (folder / "iter_1" / "val" / "DONE").exists():
+def make_run(folder: Path, command: str = "train") -> None:
+    """The existing run folder every case points out= at: a real one-iteration tiny run (or an eval)."""
+    done = folder / ("iter_1/val/DONE" if command == "train" else "results.csv")
+    if done.exists():
         return
     shutil.rmtree(folder, ignore_errors=True)
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(ROOT / "src"))
-    r = subprocess.run([sys.executable, "-m", "starloop.cli", "train", *RUN_ARGS,
+    r = subprocess.run([sys.executable, "-m", "starloop.cli", command, *RUN_ARGS,
                         f"data.path={folder.parent / 'data_ok'}", f"out={folder}"],
                        capture_output=True, text=True, env=env, check=False)
     if r.returncode != 0:
@@ -746,6 +763,7 @@ def prepare(root: Path, seed: int, scale: float = 1.0) -> list[Case]:
     root.mkdir(parents=True, exist_ok=True)
     write_dataset(root / "data_ok")
     make_run(root / "run")
+    make_run(root / "eval_run", "eval")
     return generate(root, seed, root / "run", scale)
 
 

@@ -54,7 +54,7 @@ def test_report_on_two_runs_writes_markdown_and_plots(tmp_path):
     r = report(str(a), str(b), "--out", str(tmp_path / "rep"))
     assert r.returncode == 0, r.stderr
     out = tmp_path / "rep"
-    assert r.stdout.strip() == str(out / "report.md")
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == {"report": str(out / "report.md"), "runs": 2, "evals": 0}
     for png in ("accuracy.png", "data_quality.png", "train_loss.png", "dpo_rewards.png"):
         assert (out / png).stat().st_size > 10_000, png
         assert f"]({png})" in (out / "report.md").read_text()

@@ -11,9 +11,9 @@ model loads; errors print one line and exit with code 2.
 from __future__ import annotations
 
 import itertools
-import re
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,12 +27,15 @@ USAGE = """usage: starloop {train,eval,report} [key=value ...] [-m]
   starloop train [overrides]     run the STaR loop (trainer.strategy=sft|dpo|reinforce|weighted_sft)
   starloop report RUN [RUN ...]  write a Markdown report with plots for run folders
 
-common overrides: model=smollm2-135m|tiny-random|PATH|HUB_ID  data=mmlu|mmlu-afr|mmmlu|...
-  data.path=DIR data.split=val data.limit=N data.language=zu eval.mode=logit out=DIR seed=0
-  trainer=sft|star|dpo|reinforce|weighted_sft  prompt=native|english|translate  logger=local|wandb
-  experiment=english_dpo|english_sft|yoruba_sft|afr_sft|...  launcher=local|slurm (for -m sweeps)
-  -m / --multirun with comma-separated values runs a sweep (one folder per job, then sweep_summary.md).
-  Every key: docs/configuration.md; Slurm: docs/slurm.md."""
+common overrides: model=smollm2-135m|qwen2.5-0.5b|llama-3.1-8b|tiny-random|PATH|HUB_ID  data=mmlu|mmlu-afr|...
+  data.path=DIR data.split=val data.limit=N data.language=zu eval.mode=logit eval.limit=N out=DIR seed=0
+  checkpoint=RUN/iter_K (eval an adapter)  progress=false  trainer=sft|star|dpo|reinforce|weighted_sft
+  prompt=native|english|translate  logger=local|wandb  experiment=english_dpo|english_sft|yoruba_sft|...
+  -m / --multirun with comma-separated values runs a sweep (one folder per job, then sweep_summary.md);
+  launcher=slurm (with -m) runs the jobs on Slurm.
+  Default out=: runs/train, runs/eval, runs/eval-logit, runs/eval-<checkpoint>.
+  `starloop train --help` / `starloop eval --help`: every key with its default and meaning;
+  docs/configuration.md; Slurm: docs/slurm.md."""
 
 MAX_VALIDATED_SWEEP = 256
 
@@ -94,14 +97,20 @@ def compose(overrides: Sequence[str]):
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="starloop.configs", version_base="1.3"):
         try:
-            cfg = hydra_compose(config_name="starloop", overrides=list(overrides))
+            cfg = hydra_compose(config_name="starloop", overrides=list(overrides), return_hydra_config=True)
         except Exception as e:
             raise _config_error(overrides, e) from None
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        hydra_node = cfg.pop("hydra")
     try:
         obj = OmegaConf.to_object(cfg)
     except Exception as e:
         raise _config_error(overrides, e) from None
     validate(obj)
+    obj._sweep = str(hydra_node.get("mode")) == "RunMode.MULTIRUN"  # an experiment preset may set the mode
+    obj._launcher = str(OmegaConf.select(hydra_node, "launcher._target_", default="") or "")
     return obj
 
 
@@ -162,6 +171,8 @@ def _run_hydra(command: str, overrides: list[str], multirun: bool) -> None:
     argv = [f"starloop-{command}", *overrides]
     if multirun:
         argv.append("--multirun")
+    else:
+        argv.append("hydra.output_subdir=null")  # the run folder holds config.yaml; nothing before the claim
     old = sys.argv
     sys.argv = argv
     try:
@@ -174,22 +185,29 @@ def _task(command: str, dcfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from starloop.runstate import RunLock
+
     cfg = OmegaConf.to_object(dcfg)
     hc = HydraConfig.get()
     sweep_job = str(hc.mode) == "RunMode.MULTIRUN"
     if sweep_job:
         cfg.out = hc.runtime.output_dir  # each job of a sweep writes its own folder
         Path(cfg.out, "FAILED").unlink(missing_ok=True)  # a rerun of a failed job starts clean
+    if hc.runtime.cwd and os.getcwd() != hc.runtime.cwd:
+        # hydra.job.chdir=true: starloop writes only under out=, and relative paths (out=, data.path=, ...)
+        # mean what they meant where the command was typed.
+        os.chdir(hc.runtime.cwd)
     try:
-        if command == "eval":
-            from starloop.evaluate import run_eval
+        with RunLock(cfg.out):
+            if command == "eval":
+                from starloop.evaluate import run_eval
 
-            run_eval(cfg)
-        else:
-            from starloop.loop import run_train
+                run_eval(cfg)
+            else:
+                from starloop.loop import run_train
 
-            run_train(cfg)
-    except Exception as exc:  # noqa: BLE001 - only user errors and out-of-memory become one line
+                run_train(cfg)
+    except Exception as exc:  # noqa: BLE001 - only user errors, out of memory and a full disk become one line
         e = exc if isinstance(exc, StarloopError) else _out_of_memory(exc)
         if e is None:
             raise
@@ -203,9 +221,13 @@ def _task(command: str, dcfg) -> None:
 
 
 def _out_of_memory(exc: BaseException) -> StarloopError | None:
-    """An out-of-memory error that no stage turned into advice (loading the model, say): one line."""
+    """An out-of-memory error that no stage turned into advice (loading the model, say), a full disk or an
+    over-long path: one line."""
+    from starloop.runstate import disk_error
     from starloop.sampling import is_oom
 
+    if isinstance(exc, OSError) and disk_error(exc) is not None:
+        return disk_error(exc)
     if not is_oom(exc):
         return None
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
@@ -231,63 +253,119 @@ def _check_text(args: Sequence[str]) -> None:
 
 
 def preflight(command: str, cfg, multirun: bool = False, seen: set[str] | None = None) -> None:
-    """Check the inputs and the output folder before Hydra writes into it or any model loads.
+    """Check the inputs and the output folder before Hydra starts or any model loads (reads only).
 
-    Bad data, preload files, checkpoints, a busy or unwritable output folder and a resume with another
-    config are reported here (one line, exit code 2) with nothing written into an existing run folder;
-    the stages read the inputs again when they run. `seen`: input sets already checked (sweeps).
+    Bad data, preload files, checkpoints, an unusable output folder, a damaged run folder, and a folder
+    that holds another command's run, another config or other questions are reported here (one line, exit
+    code 2) with nothing written; the stages read the inputs again when they run, and the run checks its
+    folder again under its lock before claiming it. `seen`: input sets already checked (sweeps).
     """
-    from pathlib import Path
-
     from starloop.config import to_dict
     from starloop.data import load_questions
     from starloop.data.sources import SPECS
-    from starloop.records import read_samples
-    from starloop.runstate import RunLock, check_or_save_config, check_output_folder, check_run_folder
+    from starloop.runstate import check_claim, check_out_path, check_run_folder
 
     d, t = cfg.data, cfg.trainer
-    key = repr((command, d, t.preload_data_for_training, t.preload_data_for_val, cfg.checkpoint, cfg.prompt))
-    if seen is None or key not in seen:
-        if d.name not in SPECS or d.path not in (None, ""):  # hub downloads are left to the run itself
-            splits = [d.split] if command == "eval" else [d.train_split, d.val_split]
-            if cfg.prompt.few_shot:
-                splits.append("dev")
-            for split in dict.fromkeys(splits):
-                load_questions(d, split)
-        if command == "train":
-            for path in (t.preload_data_for_training, t.preload_data_for_val):
-                if path and not read_samples(path):
-                    raise DataError(path, "no rows (a header only): nothing to preload")
-        if command == "eval" and cfg.checkpoint:
-            from starloop.models import resolve_checkpoint
+    check_out_path(cfg.out)
+    if command == "train" and cfg.checkpoint:
+        raise ConfigError("checkpoint", "is read by starloop eval only (starloop train starts from the base "
+                                        "model); drop it, or evaluate the adapter with starloop eval checkpoint=")
+    key = repr((command, d, t.preload_data_for_training, t.preload_data_for_val, t.train_limit, t.val_limit,
+                cfg.eval.limit, cfg.checkpoint, cfg.prompt))
+    questions = None
+    local_data = d.name not in SPECS or d.path not in (None, "")  # hub downloads are left to the run itself
+    if local_data:
+        if command == "eval":
+            from starloop.evaluate import eval_questions
 
-            resolve_checkpoint(cfg.checkpoint)
+            questions = {d.split: eval_questions(cfg)}
+            if cfg.prompt.few_shot:
+                load_questions(d, "dev")
+        else:
+            from starloop.loop import run_questions
+
+            questions = run_questions(cfg)
+    if seen is None or key not in seen:
+        if command == "train":
+            from starloop.loop import check_preloads
+            from starloop.records import read_samples
+
+            if questions is not None:
+                check_preloads(cfg, questions)
+            else:
+                for path in (t.preload_data_for_training, t.preload_data_for_val):
+                    if path and not read_samples(path):
+                        raise DataError(path, "no rows (a header only): nothing to preload")
         _check_model(cfg.model)
+        _check_against_model(command, cfg)
         if seen is not None:
             seen.add(key)
     if multirun:
-        return  # each job of a sweep writes its own sub-folder
+        return  # each job of a sweep writes its own sub-folder, checked when it starts
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise StarloopError(f"{out}: output folder is not writable (a file of that name exists)")
     if command == "train":
-        check_or_save_config(out, to_dict(cfg), save=False)
-        check_run_folder(out)
-        with RunLock(out):
-            pass
-    else:
-        check_output_folder(out)
+        check_run_folder(out, t.strategy)
+    check_claim(out, command, to_dict(cfg), questions)
+
+
+def default_out(command: str, cfg, sweep: bool = False) -> str:
+    """Each command's own folder under runs/, so that commands run one after another never share one:
+    runs/train, runs/eval (runs/eval-logit in logit mode; + the checkpoint's path for an adapter)."""
+    if command == "train":
+        return "runs/train-sweep" if sweep else "runs/train"
+    name = "eval" + ("-logit" if cfg.eval.mode == "logit" else "")
+    if cfg.checkpoint:
+        parts = [p for p in Path(cfg.checkpoint).parts if p not in ("/", ".", "..", "runs", "train", "adapter")]
+        name += "-" + "-".join(parts[-2:] or ["checkpoint"])
+    return f"runs/{name}" + ("-sweep" if sweep else "")
+
+
+def _check_launcher(cfg, multirun: bool) -> None:
+    """launcher=slurm submits the jobs of a -m sweep: refuse it without -m, and where Slurm is missing."""
+    import shutil
+
+    if "submitit" not in cfg._launcher or "Local" in cfg._launcher:
+        return
+    if not multirun:
+        raise ConfigError("launcher", "launcher=slurm submits the jobs of a sweep: add -m (a single run with "
+                                      "-m is a sweep of one job)")
+    if shutil.which("sbatch") is None:
+        raise ConfigError("launcher", "launcher=slurm needs Slurm, and sbatch is not on this machine's PATH: run "
+                                      "on the cluster's login node, or use launcher=local")
+
+
+def _check_against_model(command: str, cfg) -> None:
+    """An eval checkpoint must fit the model, and LoRA's target layers must exist in it (checked on the
+    model's weightless skeleton, before anything loads)."""
+    from starloop.models import check_adapter_fits, check_lora_targets, model_skeleton, resolve_checkpoint
+
+    adapter = resolve_checkpoint(cfg.checkpoint) if command == "eval" and cfg.checkpoint else None
+    if adapter is None and (command != "train" or cfg.trainer.lora_target_modules == ["all-linear"]):
+        return
+    skeleton = model_skeleton(cfg.model)
+    if skeleton is None:
+        return  # checked after the model has loaded, still before the run folder is claimed
+    if adapter is not None:
+        check_adapter_fits(skeleton, adapter)
+    if command == "train":
+        check_lora_targets(skeleton, cfg.trainer.lora_target_modules)
 
 
 def _check_model(m) -> None:
     """Device, dtype and a local model path, checked without loading anything (presets convert lazily)."""
     from pathlib import Path
 
-    from starloop.models import PRESETS, resolve_device, resolve_dtype, resolve_model_source
+    from starloop.models import PRESETS, check_hub_model, resolve_device, resolve_dtype, resolve_model_source
 
     device = resolve_device(m.device)
     resolve_dtype(m.dtype, device)
+    check_hub_model(m)
     if m.name.endswith(".gguf"):
         if not Path(m.name).expanduser().is_file():
             raise ConfigError("model.name", f"GGUF file not found: {m.name}")
+        resolve_model_source(m.name, m.gguf_file)  # converts it once (cached): a corrupt file fails here
     elif m.name not in ("tiny-random", "smollm2-135m", *PRESETS):
         resolve_model_source(m.name, m.gguf_file)
 
@@ -298,13 +376,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(USAGE)
         return
     command, rest = argv[0], argv[1:]
+    if command in ("train", "eval") and any(a in ("-h", "--help", "help") for a in rest):
+        from starloop.hydra_config import command_help
+
+        print(command_help(command))
+        return
     if command not in COMMANDS:
         _error_line(f"error: unknown command {command!r} (expected one of {', '.join(COMMANDS)})")
         sys.exit(2)
     import signal
     import threading
 
-    from starloop.runstate import INTERRUPTED_MESSAGE, Interrupted, raise_on_sigterm
+    from starloop.runstate import EVAL_INTERRUPTED_MESSAGE, INTERRUPTED_MESSAGE, Interrupted, raise_on_sigterm
 
     previous = signal.getsignal(signal.SIGTERM)
     if command == "train" and threading.current_thread() is threading.main_thread():
@@ -312,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         _main(command, rest)
     except (Interrupted, KeyboardInterrupt) as e:
-        _error_line(INTERRUPTED_MESSAGE)
+        _error_line(EVAL_INTERRUPTED_MESSAGE if command == "eval" else INTERRUPTED_MESSAGE)
         sys.exit(128 + (signal.SIGTERM if isinstance(e, Interrupted) else signal.SIGINT))
     finally:
         if command == "train" and threading.current_thread() is threading.main_thread():
@@ -334,15 +417,36 @@ def _main(command: str, rest: list[str]) -> None:
         if len(combos) > 1 and not multirun:  # Hydra would print a multi-line "Ambiguous value" and exit 0
             key = next(a.partition("=")[0] for a, b in zip(combos[0], combos[-1]) if a != b)
             raise ConfigError(key, "has several values (a sweep): add -m to run each, or write [a,b] for a list")
+        if not any(o.lstrip("+").partition("=")[0] == "out" for o in overrides):
+            first = compose(combos[0])
+            multirun = multirun or first._sweep
+            out = default_out(command, first, multirun)
+            overrides.append(f"out={out}")
+            combos = [[*c, f"out={out}"] for c in combos]
         for combo in combos:
             cfg = compose(combo)
+            multirun = multirun or cfg._sweep
+            _check_launcher(cfg, multirun)
             preflight(command, cfg, multirun, seen=checked)
     except StarloopError as e:
         _error_line(f"error: {e}")
         sys.exit(e.exit_code)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    _run_hydra(command, overrides, multirun)
+    if multirun:
+        _run_hydra(command, overrides, multirun)
+    else:
+        from starloop.runstate import RunLock
+
+        try:
+            lock = RunLock(cfg.out).__enter__()  # before Hydra writes anything into the folder
+        except StarloopError as e:
+            _error_line(f"error: {e}")
+            sys.exit(e.exit_code)
+        try:
+            _run_hydra(command, overrides, multirun)
+        finally:
+            lock.__exit__(None, None, None)
     if multirun:
         _exit_if_jobs_failed(Path(cfg.out))
 

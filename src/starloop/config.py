@@ -18,11 +18,13 @@ from starloop.rewards import REWARDS
 
 @dataclass
 class ModelConfig:
-    # Preset (smollm2-135m, tiny-random, llama-3.1-8b), a local folder, a .gguf file, or a hub id.
+    # Preset (smollm2-135m, tiny-random, qwen2.5-0.5b, llama-3.1-8b: gated, needs access and a login), a
+    # local folder, a .gguf file, or a hub id.
     name: str = "smollm2-135m"
     # GGUF file name inside `name` when `name` is a folder or hub repo holding one.
     gguf_file: str | None = None
-    # auto = bfloat16 where the device runs it fast (CUDA, recent CPUs), else float32.
+    # Weights' dtype: auto = bfloat16 where the device runs it fast (CUDA, recent CPUs), else float32;
+    # or float32, bfloat16, float16.
     dtype: str = "auto"
     # auto = cuda if available, else cpu.
     device: str = "auto"
@@ -80,6 +82,9 @@ class EvalConfig:
     batch_size: int | None = None
     # Longest rationale generated.
     max_new_tokens: int = 256
+    # Questions `starloop eval` scores (the first of data.split after its seeded shuffle and data.limit);
+    # the default finishes in minutes on a laptop CPU (stated in the output); null = all of the split.
+    limit: int | None = 20
     # 0 = greedy decoding.
     temperature: float = 0.0
     # Nucleus sampling mass when temperature > 0.
@@ -137,10 +142,12 @@ class _TrainerBase:
     # strategy: the notes' filter. Costs the scoring pass of the reward strategies.
     require_gain: bool = False
     # Training questions used per iteration (null = all of the train split after data.limit). The small
-    # default makes a first `starloop train` on a laptop CPU finish in minutes; set null on a GPU cluster.
-    train_limit: int | None = 32
-    # Validation questions per evaluation (null = all of the val split after data.limit).
-    val_limit: int | None = 32
+    # default makes a first `starloop train` on a laptop CPU finish in minutes (stated in the output); set
+    # null on a GPU.
+    train_limit: int | None = 8
+    # Validation questions per evaluation (null = all of the val split after data.limit); small for a laptop
+    # CPU like train_limit.
+    val_limit: int | None = 8
 
     # --- LoRA ---
     # LoRA rank (width of the low-rank update).
@@ -279,8 +286,9 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     # Where sweep jobs run (group: launcher=local|slurm|submitit-local).
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
-    # Output folder of the run; a rerun with the same folder resumes it.
-    out: str = "runs/latest"
+    # Output folder of the run; a rerun with the same folder resumes it. null = the command's own folder:
+    # runs/train, runs/eval, runs/eval-logit, runs/eval-<checkpoint> (runs/<command>-sweep for a -m sweep).
+    out: str | None = None
     # Global seed: sampling, LoRA init, data order.
     seed: int = 0
     # A saved run iteration (<out>/iter_<k>) or adapter folder to evaluate instead of the base model.
@@ -308,6 +316,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.val_split": ("train", "val", "test", "dev", "heldout"),
     "prompt.strategy": ("native", "english", "translate"),
     "model.sampler": ("auto", "hf", "static", "vllm"),
+    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
     "eval.mode": ("generate", "logit"),
     "scoring.repetition": ("no_answer", "extracted"),
     "trainer.strategy": tuple(strategies.STRATEGIES),
@@ -326,6 +335,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "prompt.few_shot": (0, 5),
     "eval.batch_size": (1, None),
     "eval.max_new_tokens": (1, None),
+    "eval.limit": (1, None),
     "eval.temperature": (0.0, None),
     "eval.top_p": (1e-6, 1.0),
     "trainer.iterations": (0, None),
@@ -376,6 +386,7 @@ def validate(cfg: Config) -> None:
             obj = getattr(obj, part)
         return obj
 
+    _check_finite(cfg)
     for key, allowed in CHOICES.items():
         v = get(key)
         if v not in allowed:
@@ -388,12 +399,30 @@ def validate(cfg: Config) -> None:
             raise ConfigError(key, f"{v} is below the minimum {lo}")
         if hi is not None and v > hi:
             raise ConfigError(key, f"{v} is above the maximum {hi}")
-    if str(cfg.data.train_split).lower() in ("dev", cfg.data.val_split):
-        raise ConfigError("data.train_split", f"{cfg.data.train_split!r} cannot be trained on: dev holds the "
-                          "few-shot examples, and the validation split must stay unseen")
+    if cfg.data.train_split == "dev":
+        raise ConfigError("data.train_split", "dev holds the few-shot examples (5 a subject), not training data; "
+                                              "use train")
+    if cfg.data.train_split == cfg.data.val_split:
+        raise ConfigError("data.train_split", f"is the validation split too ({cfg.data.val_split!r}): training "
+                                              "and validation must not share questions")
     if cfg.trainer.label_dist == "file" and not cfg.trainer.soft_labels:
         raise ConfigError("trainer.soft_labels", "label_dist=file needs a CSV path of per-question label distributions")
     need = strategies.get(cfg.trainer.strategy).min_samples
     if cfg.trainer.samples_per_question < need and not cfg.trainer.preload_data_for_training:
         raise ConfigError("trainer.samples_per_question", f"{cfg.trainer.strategy} needs at least {need} samples per "
                           "question (dpo: two, to form pairs)")
+
+
+def _check_finite(cfg: Any, prefix: str = "") -> None:
+    """NaN and infinity pass every range check (comparisons with NaN are false): refuse them in every float key."""
+    import math
+    from dataclasses import fields, is_dataclass
+
+    from starloop.errors import ConfigError
+
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if is_dataclass(v):
+            _check_finite(v, f"{prefix}{f.name}.")
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{prefix}{f.name}", f"{v} is not a finite number")

@@ -242,6 +242,19 @@ def write_eval(out: Path, samples: Sequence[Sample], summary: dict, cfg_dict: di
     write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg_dict)))
 
 
+def eval_questions(cfg: Config, log=None) -> list[Question]:
+    """The questions `starloop eval` scores: data.split, at most eval.limit of them (said in the log)."""
+    from starloop.data import load_questions
+
+    qs = load_questions(cfg.data, cfg.data.split)
+    if cfg.eval.limit is not None and len(qs) > cfg.eval.limit:
+        if log is not None:
+            log.info("evaluating %d of the %d %s questions (eval.limit=%d, sized for a laptop CPU; eval.limit=null "
+                     "for all)", cfg.eval.limit, len(qs), cfg.data.split, cfg.eval.limit)
+        qs = qs[: cfg.eval.limit]
+    return qs
+
+
 def run_eval(cfg: Config) -> dict:
     """`starloop eval`: evaluate the model (or a checkpoint) on cfg.data.split; write results under cfg.out."""
     import json
@@ -254,7 +267,7 @@ def run_eval(cfg: Config) -> dict:
 
     log = logging.getLogger("starloop.eval")
     out = Path(cfg.out)
-    questions = load_questions(cfg.data, cfg.data.split)  # bad data fails before the model loads
+    questions = eval_questions(cfg, log)  # bad data fails before the model loads
     adapter = resolve_checkpoint(cfg.checkpoint) if cfg.checkpoint else None
     few_shot = few_shot_examples(cfg)
     t0 = time.time()
@@ -272,6 +285,9 @@ def run_eval(cfg: Config) -> dict:
                    checkpoint=cfg.checkpoint, wall_s=round(time.time() - t0, 2), load_s=round(t_load, 2))
     summary["by_language"] = group_summaries(samples, "language")
     summary["by_subject"] = group_summaries(samples, "subject")
+    from starloop.runstate import claim
+
+    claim(out, "eval", to_dict(cfg), {cfg.data.split: questions})  # inputs valid, model loaded: the folder is ours
     write_eval(out, samples, summary, to_dict(cfg))
     if len(summary["by_language"]) > 1:
         log.info("\n%s", format_table(summary["by_language"], "language",

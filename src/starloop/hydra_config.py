@@ -310,6 +310,44 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def command_help(command: str) -> str:
+    """`starloop train --help`: usage, then every config group and key with its default and meaning."""
+    docs = class_docs()
+    what = {"train": "run the STaR loop: sample rationales, keep the right ones, fine-tune LoRA, validate; a rerun "
+                     "with the same out= resumes",
+            "eval": "evaluate the model (or checkpoint=ADAPTER) on data.split; eval.limit questions by default"}
+    lines = [f"usage: starloop {command} [key=value ...] [-m]", "", f"  {what[command]}.",
+             f"  Output: out=DIR (default {'runs/train' if command == 'train' else 'runs/eval, runs/eval-logit'}).",
+             "  Every key below can be set as key=value; groups take a preset (group=option).", ""]
+    shown = ("model", "data", "prompt", "trainer", "logger", "launcher", "experiment") if command == "train" else \
+        ("model", "data", "prompt", "logger")
+    groups = ", ".join(f"{g}={'|'.join(o for o in option_names(g) if o != 'custom')}" for g in shown)
+    lines += ["groups: " + groups + " (model= also takes a folder, a .gguf file or a hub id)", ""]
+    _, top = docs["Config"]
+    for f in top:
+        if f.key not in GROUP_CLASSES:
+            lines.append(f"  {f.key}={_help_value(f.default)}  {f.doc}")
+    skip = {"train": (), "eval": ("trainer", "launcher")}[command]
+    for key, cls in GROUP_CLASSES.items():
+        if key in skip:
+            continue
+        lines += ["", f"{key}:"]
+        for f in docs[cls][1]:
+            lines.append(f"  {f.key}={_help_value(f.default)}  {f.doc}")
+    lines += ["", "Full reference with allowed values: docs/configuration.md"]
+    return "\n".join(lines)
+
+
+def _help_value(v: object) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, list):
+        return "[" + ",".join(map(str, v)) + "]"
+    return str(v)
+
+
 def _primary_defaults() -> dict[str, str]:
     """{group: default option} from the primary config's defaults list."""
     import yaml

@@ -57,6 +57,25 @@ def _drop_partial_line(path: Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
+def _drop_unfinished_steps(path: Path, out: Path) -> None:
+    """Drop the step lines of iterations whose training did not finish: a resumed run trains them again from
+    step 1 and logs those steps anew (no (iteration, step) appears twice)."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+
+    def finished(line: str) -> bool:
+        try:
+            k = int(json.loads(line)["iteration"])
+        except (ValueError, KeyError, TypeError):
+            return True  # not a step line: left as it is
+        return (out / f"iter_{k}" / "train" / io.DONE).exists()
+
+    keep = [ln for ln in lines if finished(ln)]
+    if len(keep) != len(lines):
+        io.write_text(path, "".join(keep))
+
+
 class LocalFiles(Backend):
     """<out>/logs/steps.jsonl appended as training goes (tail -f it) and <out>/logs/metrics.csv."""
 
@@ -64,6 +83,7 @@ class LocalFiles(Backend):
         self.folder = out / "logs"
         self.folder.mkdir(parents=True, exist_ok=True)
         _drop_partial_line(self.folder / "steps.jsonl")  # a kill mid-append; the resumed run appends after it
+        _drop_unfinished_steps(self.folder / "steps.jsonl", out)
         self.steps = open(self.folder / "steps.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
         self.rows: dict[tuple[int, str], dict] = {}
         if (self.folder / "metrics.csv").exists():  # a resumed run keeps the rows it already wrote

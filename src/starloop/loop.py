@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from starloop import distributed, evaluate, io, strategies
@@ -30,7 +30,8 @@ from starloop.fast_sampling import make_sampler
 from starloop.loggers import open_logger
 from starloop.metrics import clustered_interval, mcnemar, summarize
 from starloop.records import Question, Sample, read_samples, write_samples
-from starloop.runstate import RunLock, check_or_save_config
+from starloop.runfiles import iteration_folders, read_json_file
+from starloop.runstate import RunLock
 from starloop.sampler_support import CPU_BATCH_SIZE
 from starloop.sampling import sample_seed
 
@@ -143,7 +144,7 @@ def validate_stage(policy: Policy, cfg: Config, val_qs: list[Question], folder: 
         return json.loads((folder / "metrics.json").read_text())
     t0 = time.time()
     if iteration == 0 and cfg.trainer.preload_data_for_val:
-        samples = read_samples(cfg.trainer.preload_data_for_val)
+        samples = read_preload_for(cfg, "val", val_qs)
     elif cfg.eval.mode == "logit":
         samples = distributed.map_sharded(
             lambda share: evaluate.letter_logit_samples(policy.model, policy.tok, share,
@@ -196,10 +197,10 @@ def _val_correct(folder: Path) -> dict[str, bool] | None:
 def rebuild_metrics(out: Path) -> list[dict]:
     distributed.barrier()  # the main process has written every metrics.json this reads
     lines = []
-    for it in sorted(out.glob("iter_*"), key=lambda p: int(p.name.split("_")[1])):
+    for _, it in iteration_folders(out):
         m = it / "val" / "metrics.json"
         if io.is_done(it / "val") and m.exists():
-            lines += json.loads(m.read_text())
+            lines += read_json_file(m, list)
     io.write_text(out / "metrics.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
     return lines
 
@@ -285,7 +286,7 @@ def add_reward_columns(policy: Policy, cfg: Config, samples: list[Sample], by_id
 def preloaded_samples(policy: Policy, cfg: Config, by_id: dict[str, Question]) -> list[Sample]:
     """trainer.preload_data_for_training, with reward columns added by the current model if missing."""
     t = cfg.trainer
-    samples = read_samples(t.preload_data_for_training)
+    samples = read_preload_for(cfg, "train", list(by_id.values()))
     wanted = reward_columns_needed(cfg)
     if any(c not in s.extra for s in samples for c in wanted):
         unknown = sorted({s.question_id for s in samples} - set(by_id))
@@ -316,18 +317,68 @@ def _val_training_data(cfg: Config, out: Path):
     return data
 
 
+def run_questions(cfg: Config, say: bool = False) -> dict[str, list[Question]]:
+    """{"train": ..., "val": ...}: the questions a `starloop train` run samples and validates on
+    (`say`: log how many of the split the limits keep)."""
+    t = cfg.trainer
+    out = {}
+    for which, split, limit, key in (("train", cfg.data.train_split, t.train_limit, "trainer.train_limit"),
+                                     ("val", cfg.data.val_split, t.val_limit, "trainer.val_limit")):
+        qs = load_questions(cfg.data, split)
+        if say and limit is not None and len(qs) > limit:
+            log.info("%s on %d of the %d %s questions (%s=%d, sized for a laptop CPU; %s=null for all)",
+                     "training" if which == "train" else "validating", limit, len(qs), split, key, limit, key)
+        out[which] = qs[:limit]
+    return out
+
+
+def read_preload_for(cfg: Config, which: str, questions: list[Question]) -> list[Sample]:
+    """trainer.preload_data_for_<which>, checked against the run's questions of that split."""
+    from starloop.preload import read_preload
+
+    key = "preload_data_for_training" if which == "train" else "preload_data_for_val"
+    split = cfg.data.train_split if which == "train" else cfg.data.val_split
+    whole = load_questions(replace(cfg.data, limit=None), split)
+    return read_preload(getattr(cfg.trainer, key), questions, f"trainer.{key}", whole)
+
+
+def check_preloads(cfg: Config, qs: dict[str, list[Question]]) -> None:
+    for which in ("train", "val"):
+        if getattr(cfg.trainer, "preload_data_for_training" if which == "train" else "preload_data_for_val"):
+            read_preload_for(cfg, which, qs[which])
+
+
 def run_train(cfg: Config) -> list[dict]:
-    """`starloop train`: iterations 0..cfg.trainer.iterations; returns the metrics lines."""
+    """`starloop train`: iterations 0..cfg.trainer.iterations; returns the metrics lines.
+
+    The run folder is claimed (config.yaml, run.json) once the questions, preload files and model are
+    checked and loaded: a run that fails before then leaves the folder as it was."""
+    from starloop.models import check_lora_targets
+    from starloop.runstate import check_run_folder, claim
+
     t = cfg.trainer
     out = Path(cfg.out)
-    train_qs = load_questions(cfg.data, cfg.data.train_split)[: t.train_limit]
-    val_qs = load_questions(cfg.data, cfg.data.val_split)[: t.val_limit]
-    if t.preload_data_for_training:
-        read_samples(t.preload_data_for_training)  # fail on a bad file before any work
-    with RunLock(out), open_logger(cfg, out) as run_log:
-        check_or_save_config(out, to_dict(cfg))
+    qs = run_questions(cfg, say=True)
+    train_qs, val_qs = qs["train"], qs["val"]
+    check_preloads(cfg, qs)  # fail on a bad file before any work
+    with RunLock(out):
+        check_run_folder(out, t.strategy)
         t0 = time.time()
         policy = Policy(cfg)
+        check_lora_targets(policy.base, t.lora_target_modules)
+        claim(out, "train", to_dict(cfg), qs)
+        lines = _iterations(cfg, policy, out, train_qs, val_qs)
+        log.info("done in %.1f s; outputs in %s (metrics.jsonl, iter_*/)", time.time() - t0, out.resolve())
+    # After the loggers have closed (W&B prints on teardown): the summary is the last line of the output.
+    last = [ln for ln in lines if ln["language"] in ("all", lines[-1]["language"])][-1] if lines else {}
+    print(json.dumps({k: last.get(k) for k in ("iteration", "accuracy", "ci_low", "ci_high", "parse_rate", "n")}
+                     | {"out": str(out)}), flush=True)
+    return lines
+
+
+def _iterations(cfg: Config, policy: Policy, out: Path, train_qs: list[Question], val_qs: list[Question]):
+    t = cfg.trainer
+    with open_logger(cfg, out) as run_log:
         by_id = {q.id: q for q in train_qs}
         if not t.skip_first_validation:
             run_log.validation(0, validate_stage(policy, cfg, val_qs, out / "iter_0" / "val", 0,
@@ -356,12 +407,7 @@ def run_train(cfg: Config) -> list[dict]:
                      else sum(s.correct and s.truncated for s in samples)}
             run_log.validation(k, validate_stage(policy, cfg, val_qs, it / "val", k, extra), it / "val")
             rebuild_metrics(out)
-        lines = rebuild_metrics(out)
-        log.info("done in %.1f s; outputs in %s (metrics.jsonl, iter_*/)", time.time() - t0, out.resolve())
-        last = [ln for ln in lines if ln["language"] in ("all", lines[-1]["language"])][-1] if lines else {}
-        print(json.dumps({k: last.get(k) for k in ("iteration", "accuracy", "ci_low", "ci_high", "parse_rate", "n")}
-                         | {"out": str(out)}), flush=True)
-        return lines
+        return rebuild_metrics(out)
 
 
 def score_iteration(policy: Policy, cfg: Config, train_qs: list[Question], by_id: dict, it: Path, k: int):

@@ -20,6 +20,7 @@ import importlib.resources
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -46,6 +47,10 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except (RuntimeError, TypeError):
         raise ConfigError("model.device", f"unknown device {name!r} (auto, cpu, cuda, cuda:N, mps)") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError("model.device", f"{name}: not a device a model runs on (auto, cpu, cuda, cuda:N, mps)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("model.device", f"{name}: MPS is not available on this machine (use auto or cpu)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("model.device", f"{name}: CUDA is not available on this machine (use auto or cpu)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
@@ -185,15 +190,108 @@ def resolve_model_source(name: str, gguf_file: str | None = None) -> tuple[str, 
             raise ConfigError("model.name", f"GGUF file not found: {name}")
         target = cache_dir() / "models" / (p.stem + "-dequantized")
         if not (target / "config.json").exists():
-            convert_gguf(p.resolve(), target)
+            try:
+                convert_gguf(p.resolve(), target)
+            except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError) as e:
+                raise ConfigError("model.name", f"{name}: not a readable GGUF model "
+                                                f"({(str(e).strip().splitlines() or [type(e).__name__])[0][:150]})") from None
         return str(target), None
     if p.exists():
-        if not (p / "config.json").exists() and not gguf_file and not (p / "adapter_config.json").exists():
-            raise ConfigError("model.name", f"{p} has no config.json (not a model folder)")
+        check_model_folder(p, gguf_file)
         return str(p), gguf_file
     if name.startswith((".", "/", "~")):
         raise ConfigError("model.name", f"model folder not found: {name}")
     return name, gguf_file  # a hub id
+
+
+_WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "model*.bin", "*.gguf", "*.pt", "*.pth")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "*.gguf")
+
+
+def model_skeleton(cfg: ModelConfig):
+    """The model's modules with their shapes but no weights (on the meta device: instant, no memory), for
+    checks before the model loads (LoRA targets, an adapter's fit). None when it cannot be built so."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            if cfg.name == "tiny-random":
+                return tiny_random_model()
+            src, gguf = resolve_model_source(cfg.name, cfg.gguf_file)
+            if gguf or not Path(src).is_dir():
+                return None  # a hub id or GGUF repo: its config may need the network; checked after loading
+            return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src))
+    except StarloopError:
+        raise
+    except Exception:  # noqa: BLE001 - any model transformers cannot build this way is checked after loading
+        return None
+
+
+def check_model_folder(p: Path, gguf_file: str | None = None) -> None:
+    """A local model folder must hold a config, weights and a tokenizer (one line naming what is missing)."""
+    if not p.is_dir():
+        raise ConfigError("model.name", f"{p} is not a model folder or .gguf file")
+    if gguf_file:
+        if not (p / gguf_file).is_file():
+            raise ConfigError("model.gguf_file", f"{p / gguf_file} not found")
+        return
+    if (p / "adapter_config.json").exists() and not (p / "config.json").exists():
+        raise ConfigError("model.name", f"{p} is a LoRA adapter folder, not a model: pass it as checkpoint={p} "
+                                        "and its base model as model=")
+    if not (p / "config.json").is_file():
+        raise ConfigError("model.name", f"{p} has no config.json (not a model folder)")
+    if not any(any(p.glob(g)) for g in _WEIGHT_FILES):
+        raise ConfigError("model.name", f"{p} holds no model weights (*.safetensors, pytorch_model*.bin)")
+    if not any(any(p.glob(g)) for g in _TOKENIZER_FILES):
+        raise ConfigError("model.name", f"{p} holds no tokenizer (tokenizer.json or tokenizer_config.json)")
+
+
+def _hub_offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def check_hub_model(cfg: ModelConfig, timeout: float = 10.0) -> None:
+    """A hub model (a preset such as llama-3.1-8b, or a hub id) must be in the local cache or reachable and
+    allowed: one line at once, instead of transformers' minute of retries. Local models pass unchecked."""
+    name = cfg.name
+    if name in ("tiny-random", "smollm2-135m") or name.endswith(".gguf"):
+        return
+    if name not in PRESETS and (Path(name).expanduser().exists() or name.startswith((".", "/", "~"))):
+        return
+    repo = PRESETS.get(name, name)
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(repo, cfg.gguf_file or "config.json")
+    except Exception:  # noqa: BLE001 - an id the cache cannot even name is checked against the hub below
+        cached = None
+    if isinstance(cached, str):
+        return
+    how = f"download it where there is a network (huggingface-cli download {repo}) or pass a local folder as model="
+    if _hub_offline():
+        raise ConfigError("model.name", f"{repo} is not in the local Hugging Face cache and offline mode is on "
+                                        f"(HF_HUB_OFFLINE); {how}")
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    url = f"{constants.ENDPOINT}/api/models/{repo}/auth-check"
+    try:
+        r = get_session().get(url, headers=build_hf_headers(), timeout=timeout)
+        hf_raise_for_status(r)
+    except GatedRepoError:
+        raise ConfigError("model.name", f"{repo} is gated: request access on https://huggingface.co/{repo}, then "
+                                        "log in (huggingface-cli login, or set HF_TOKEN)") from None
+    except RepositoryNotFoundError:
+        raise ConfigError("model.name", f"{repo} is not a model on the Hugging Face hub (a typo? a private model "
+                                        "needs huggingface-cli login), nor a local folder") from None
+    except HfHubHTTPError as e:
+        first = (str(e).strip().splitlines() or ["HTTP error"])[0][:150]
+        raise ConfigError("model.name", f"{repo}: the hub refused it ({first})") from None
+    except (OSError, ValueError) as e:  # no network: connection, DNS, timeout
+        raise ConfigError("model.name", f"{repo} is not in the local cache and the hub cannot be reached "
+                                        f"({type(e).__name__}); {how}") from None
 
 
 def load_model(cfg: ModelConfig, for_training: bool = False):
@@ -215,8 +313,13 @@ def load_model(cfg: ModelConfig, for_training: bool = False):
         try:
             tok = AutoTokenizer.from_pretrained(src, **({"gguf_file": gguf} if gguf else {}))
             model = AutoModelForCausalLM.from_pretrained(src, **kwargs).to(device)
-        except OSError as e:
-            raise StarloopError(f"model '{cfg.name}' could not be loaded: {str(e).splitlines()[0]}") from None
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError) as e:
+            from starloop.sampling import is_oom
+
+            if is_oom(e):
+                raise
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise StarloopError(f"model '{cfg.name}' could not be loaded: {first}") from None
     model.eval()
     if not for_training:
         model.requires_grad_(False)
@@ -251,6 +354,7 @@ def load_adapter(model, adapter_dir: str | os.PathLike, trainable: bool = False)
 
     adapter_dir = Path(adapter_dir)
     check_adapter_folder(adapter_dir)
+    check_adapter_fits(model, adapter_dir)
     try:
         return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
@@ -271,7 +375,8 @@ def check_adapter_folder(adapter_dir: Path) -> None:
     weights = adapter_dir / "adapter_model.safetensors"
     if not weights.is_file():
         if (adapter_dir / "adapter_model.bin").is_file():
-            return
+            raise StarloopError(f"{adapter_dir / 'adapter_model.bin'}: a pickle file, which can run code when "
+                                "loaded; starloop reads adapters from adapter_model.safetensors only (convert it)")
         raise StarloopError(f"{weights}: adapter weights missing")
     try:
         from safetensors import safe_open
@@ -292,3 +397,66 @@ def resolve_checkpoint(path: str) -> Path:
     if not p.exists():
         raise ConfigError("checkpoint", f"{path} does not exist")
     raise ConfigError("checkpoint", f"{path} holds no LoRA adapter (adapter_config.json not found)")
+
+
+_LORA_KEY = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(\.weight)?$")
+
+
+def check_adapter_fits(model, adapter_dir: Path) -> None:
+    """Every tensor of the adapter maps onto a module of `model` with matching shapes (one line otherwise).
+
+    peft loads an adapter of another model (other tensor names, fewer layers, other widths) without an
+    error and evaluates the base model; this check refuses it first."""
+    from safetensors import safe_open
+
+    weights = adapter_dir / "adapter_model.safetensors"
+    modules = dict(model.named_modules())
+    params = dict(model.named_parameters())
+    with safe_open(str(weights), framework="pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+    if not any(_LORA_KEY.match(k) for k in shapes):
+        raise StarloopError(f"{weights}: holds no LoRA weights")
+    for key, shape in shapes.items():
+        name = key.removeprefix("base_model.model.")
+        m = _LORA_KEY.match(name)
+        if m is None:  # a fully saved module (modules_to_save): the same parameter of the model
+            if name not in params or tuple(params[name].shape) != shape:
+                raise StarloopError(f"{weights}: tensor {key} does not fit the model (trained on another model?)")
+            continue
+        mod = modules.get(m.group("module"))
+        if mod is None:
+            raise StarloopError(f"{weights}: tensor {key} names no module of model {type(model).__name__} "
+                                f"(the adapter was trained on another model)")
+        expected = _lora_shape(mod, m.group("kind"))
+        if expected is None:
+            raise StarloopError(f"{weights}: tensor {key} sits on a {type(mod).__name__}, which LoRA does not wrap")
+        if len(shape) != 2 or (expected[0] is not None and shape[0] != expected[0]) \
+                or (expected[1] is not None and shape[1] != expected[1]):
+            raise StarloopError(f"{weights}: tensor {key} has shape {list(shape)}, the model's layer wants "
+                                f"{[x if x is not None else 'r' for x in expected]} (the adapter was trained on "
+                                "another model)")
+
+
+def _lora_shape(mod, kind: str) -> tuple[int | None, int | None] | None:
+    """(rows, columns) a LoRA tensor of `kind` must have on module `mod`; None = any (the rank)."""
+    if isinstance(mod, torch.nn.Linear):
+        return (None, mod.in_features) if kind == "lora_A" else (mod.out_features, None) if kind == "lora_B" else None
+    if isinstance(mod, torch.nn.Embedding):
+        return ((None, mod.num_embeddings) if kind == "lora_embedding_A" else
+                (mod.embedding_dim, None) if kind == "lora_embedding_B" else None)
+    return None
+
+
+def check_lora_targets(model, targets) -> None:
+    """trainer.lora_target_modules must each name modules of the model (peft matches name suffixes)."""
+    targets = list(targets)
+    if not targets:
+        raise ConfigError("trainer.lora_target_modules", "is empty: name the layers LoRA wraps (or all-linear)")
+    if targets == ["all-linear"]:
+        return
+    names = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Embedding))]
+    for t in targets:
+        if not any(n == t or n.endswith("." + t) for n in names):
+            leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+            raise ConfigError("trainer.lora_target_modules", f"{t!r} matches no linear layer of the model (it has "
+                                                             f"{', '.join(leaves[:12])}; or all-linear)")

@@ -63,6 +63,8 @@ class Sample:
 SAMPLE_COLUMNS = [f.name for f in fields(Sample) if f.name != "extra"]
 _BOOL_COLUMNS = {"correct", "hinted", "truncated"}
 _INT_COLUMNS = {"sample_index", "n_tokens"}
+_TRUE = {"1", "1.0", "true", "yes"}
+_FALSE = {"0", "0.0", "false", "no", ""}
 
 
 def write_samples(path: str | os.PathLike, samples: list[Sample]) -> None:
@@ -121,7 +123,10 @@ def _row_to_sample(path: Path, row_no: int, row: dict[str, str]) -> Sample:
             raise DataError(path, f"fewer fields than header columns (no {k}; file truncated?)", row=row_no)
         if k in known:
             if k in _BOOL_COLUMNS:
-                kwargs[k] = str(v).strip().lower() in {"1", "true", "yes"}
+                b = str(v).strip().lower()
+                if b not in _TRUE | _FALSE:
+                    raise DataError(path, f"column {k} is not true or false: {v!r}", row=row_no)
+                kwargs[k] = b in _TRUE
             elif k in _INT_COLUMNS:
                 try:
                     kwargs[k] = int(v) if v not in ("", None) else 0
@@ -133,6 +138,7 @@ def _row_to_sample(path: Path, row_no: int, row: dict[str, str]) -> Sample:
             extra[k] = _maybe_float(v)
     if not kwargs.get("question_id"):
         raise DataError(path, "empty question_id", row=row_no)
+    kwargs.setdefault("sample_index", 0)  # a preloaded file may number nothing
     return Sample(**kwargs, extra=extra)
 
 

@@ -207,11 +207,19 @@ def main(argv: Sequence[str] | None = None) -> Path:
         raise StarloopError(f"{out}: --out exists and is not a folder")
     if not any(r.metrics for r in runs) and not evals:
         raise StarloopError(f"{', '.join(args.runs)}: no validation results yet (metrics.jsonl is empty)")
+    from starloop.runstate import RunLock, folder_owner
+
+    if out.is_dir() and folder_owner(out) is not None:
+        raise StarloopError(f"{out}: holds a `starloop {folder_owner(out)}` run; the report does not write into "
+                            "it: choose another --out")
     try:
-        path = write_report(runs, evals, out)
+        with RunLock(out):  # one writer at a time; the lock file goes again when the report is written
+            path = write_report(runs, evals, out)
     except OSError as e:
         raise StarloopError(f"{out}: cannot write the report ({e.strerror or e})") from None
-    print(str(path), flush=True)
+    import json
+
+    print(json.dumps({"report": str(path), "runs": len(runs), "evals": len(evals)}), flush=True)
     return path
 
 

@@ -242,6 +242,7 @@ def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int, i
         opt.step()
         sched.step()
         step += 1
+        check_finite_weights(params, step)
         rec = {"step": step, **agg, "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0],
                "tokens_per_s": tokens / max(time.time() - t0, 1e-9)}
         if validate and cfg.val_every_n_steps and step % cfg.val_every_n_steps == 0:
@@ -255,6 +256,16 @@ def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int, i
     bar.close()
     model.eval()
     return records
+
+
+@torch.no_grad()
+def check_finite_weights(params: Sequence[torch.Tensor], step: int) -> None:
+    """Stop (one line, before anything is saved) once an optimizer step left a trainable weight NaN or
+    infinite: a finite loss and gradient can still give such a step (a huge or infinite learning rate)."""
+    norms = torch._foreach_norm([p.detach() for p in params])
+    if not bool(torch.isfinite(torch.stack([n.float() for n in norms])).all()):
+        raise StarloopError(f"training stopped: optimizer step {step} made the LoRA weights non-finite (lower "
+                            "trainer.lr); this iteration's adapter is not saved, the last good adapter is kept")
 
 
 @torch.no_grad()
