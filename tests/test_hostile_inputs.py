@@ -116,7 +116,9 @@ def test_a_step_that_makes_weights_non_finite_stops_training(tiny):
     peft_model = attach_lora(model, cfg, seed=0)
     try:
         ex = [Example(prompt=f"Q{i}?", completion=f"A {i}. The answer is (A)", group=f"q{i}") for i in range(4)]
-        units = train.sft_units(tok, ex, cfg)
+        from starloop.strategies import get
+
+        units = get("sft").units(tok, ex, cfg)
         with pytest.raises(StarloopError, match="step 1 made the LoRA weights non-finite"):
             train.train(peft_model, tok, units, cfg, seed=0, progress=False)
     finally:

@@ -76,10 +76,9 @@ def read_jsonl_file(path: Path, keys: set[str] | None = None, allow_partial_last
 
 def _training_keys(strategy: str) -> tuple[set[str], set[str]]:
     """(allowed keys, required keys) of a train_data.jsonl line for the strategy."""
-    from starloop.build import Example
-    from starloop.records import PreferencePair
+    from starloop.strategies import STRATEGIES
 
-    cls = PreferencePair if strategy == "dpo" else Example
+    cls = STRATEGIES[strategy].record if strategy in STRATEGIES else STRATEGIES["sft"].record
     names = {f.name for f in fields(cls)}
     required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
     return names, required
