@@ -108,6 +108,8 @@ def gen_damaged(g) -> None:
     for rel, damage, needle in damages:
         d = g.folder("damaged") / "run"
         shutil.copytree(g.run, d)
+        if not (d / rel).exists():
+            continue  # a file runs of this version do not write
         damage(d / rel)
         g.add("damaged", f"{rel} {needle}", g.base("train", out=d), [needle], out=d)
 
