@@ -285,14 +285,9 @@ def add_reward_columns(policy: Policy, cfg: Config, samples: list[Sample], by_id
 
 def preloaded_samples(policy: Policy, cfg: Config, by_id: dict[str, Question]) -> list[Sample]:
     """trainer.preload_data_for_training, with reward columns added by the current model if missing."""
-    t = cfg.trainer
     samples = read_preload_for(cfg, "train", list(by_id.values()))
-    wanted = reward_columns_needed(cfg)
-    if any(c not in s.extra for s in samples for c in wanted):
-        unknown = sorted({s.question_id for s in samples} - set(by_id))
-        if unknown:
-            raise StarloopError(f"{t.preload_data_for_training}: question id {unknown[0]} is not in the train "
-                                f"split, so its {'/'.join(sorted(wanted))} reward cannot be computed")
+    # read_preload_for keeps only samples of this run's questions, so every one can be scored here.
+    if any(c not in s.extra for s in samples for c in reward_columns_needed(cfg)):
         add_reward_columns(policy, cfg, samples, by_id)
     return samples
 

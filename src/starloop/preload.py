@@ -16,11 +16,12 @@ from pathlib import Path
 
 from starloop.errors import DataError
 from starloop.records import Question, Sample, read_samples
+from starloop.rewards import REWARDS
 
 log = logging.getLogger("starloop.preload")
 
 # Columns read as rewards (a preloaded reward is used as is; an empty cell is computed by the model).
-REWARD_COLUMNS = ("answer_logprob", "quiet_star", "gain", "expected_likelihood", "reward", "advantage")
+REWARD_COLUMNS = (*REWARDS, "reward", "advantage")  # the registered rewards and two generic names
 
 
 def _columns(path: Path) -> list[str]:
