@@ -184,11 +184,17 @@ def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int, i
     A non-finite loss or gradient skips the step (warning); MAX_NONFINITE_IN_A_ROW in a row stop the
     run with an error, before anything is saved.
     """
-    from tqdm.auto import tqdm
-
     from starloop.strategies import get
 
-    loss_fn = get(cfg.strategy).batch_loss
+    strategy = get(cfg.strategy)
+    with strategy.train_context(model, cfg):
+        return _train_loop(model, tok, units, cfg, strategy.batch_loss, seed=seed, iteration=iteration,
+                           on_log=on_log, validate=validate, progress=progress)
+
+
+def _train_loop(model, tok, units, cfg, loss_fn, *, seed, iteration, on_log, validate, progress) -> list[dict]:
+    from tqdm.auto import tqdm
+
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise StarloopError("no trainable parameters (attach a LoRA adapter first)")
@@ -198,8 +204,8 @@ def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int, i
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = make_scheduler(opt, cfg, total_steps)
     model.train()
-    if cfg.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.gradient_checkpointing:
+        enable_checkpointing(model)
     # Dropout draws from the global RNG: seeding it here makes a resumed run's iteration k train exactly
     # like the uninterrupted run's, whatever ran before it in the process.
     torch.manual_seed(seed)
@@ -256,6 +262,14 @@ def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int, i
     bar.close()
     model.eval()
     return records
+
+
+def enable_checkpointing(model) -> None:
+    """Non-reentrant activation checkpointing under either name transformers has used for it."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 @torch.no_grad()

@@ -11,6 +11,8 @@ inherits every registered strategy's dataclass, so each default still has exactl
 
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -72,6 +74,11 @@ class Strategy:
     def batch_loss(self, model, tok, units: Sequence[Unit], t: TrainerConfig, totals: StepTotals):
         """(this micro-batch's share of the step's loss, metrics as micro-batch means)."""
         raise NotImplementedError
+
+    def train_context(self, model, t: TrainerConfig) -> contextlib.AbstractContextManager:
+        """Held around the whole training loop, forward and backward passes alike (DPO: dropout off, which
+        must hold in backward too, where gradient checkpointing recomputes the forward)."""
+        return contextlib.nullcontext()
 
 
 class RewardStrategy(Strategy):

@@ -88,12 +88,14 @@ class DPO(Strategy):
         return train(model, tok, warm, replace(t, strategy="sft", inner_epochs=t.dpo_sft_warmup_epochs,
                                                train_steps=None), seed=seed, progress=progress)
 
+    def train_context(self, model, t):
+        return dropout_disabled(model, t.dpo_disable_dropout)
+
     def batch_loss(self, model, tok, units, t, totals):
         """Mean over the step's pairs; rpo's NLL is the token mean over the step's chosen tokens."""
         b = len(units)
-        with dropout_disabled(model, t.dpo_disable_dropout):
-            logp, n = logps(model, tok, [u.ctx for u in units] * 2,
-                            [u.cont for u in units] + [u.rejected for u in units])  # type: ignore[misc]
+        logp, n = logps(model, tok, [u.ctx for u in units] * 2,
+                        [u.cont for u in units] + [u.rejected for u in units])  # type: ignore[misc]
         dev = logp.device
         ref_c = torch.tensor([u.scalars["ref_chosen"] for u in units], device=dev)
         ref_r = torch.tensor([u.scalars["ref_rejected"] for u in units], device=dev)
