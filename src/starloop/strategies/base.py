@@ -12,7 +12,6 @@ inherits every registered strategy's dataclass, so each default still has exactl
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
