@@ -187,3 +187,21 @@ def test_report_shows_the_clustered_interval_and_the_paired_test():
     assert _acc_ci(line) == "50.0% [45.0, 55.0], clustered [30.0, 70.0]"
     assert _paired(line) == "-4 / +11, p = 0.118"
     assert _paired({"accuracy": 0.5}) == "–"
+
+
+def test_language_plot_stays_a_readable_width(tmp_path):
+    """Bug: the per-language evaluation plot grew 1.1 inch per bar: four evaluations of the African subset
+    (12 languages) gave a 6,028-pixel-wide image. Now it is capped at a page's width."""
+    import matplotlib.image
+
+    from starloop.plots import plot_eval
+    from starloop.results import EvalResult
+
+    langs = ["en", "af", "am", "bm", "ig", "nso", "sn", "st", "tn", "ts", "xh", "zu"]
+    m = {"accuracy": 0.3, "ci_low": 0.2, "ci_high": 0.4, "n": 69}
+    evals = [EvalResult(tmp_path / f"e{i}", f"e{i}", {"mode": "generate", "model": "m",
+                                                       "by_language": {lang: m for lang in langs}}, {})
+             for i in range(4)]
+    path = plot_eval(evals, tmp_path / "by_language.png")
+    height, width = matplotlib.image.imread(path).shape[:2]
+    assert 600 <= width <= 16 * 110 and height < width

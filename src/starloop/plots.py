@@ -333,7 +333,7 @@ def plot_eval(evals: Sequence[EvalResult], path: Path) -> Path | None:
     import numpy as np
 
     langs = list(dict.fromkeys(lang for e in evals for lang in (e.metrics.get("by_language") or {"all": 0})))
-    fig, axes = _figure(1, width=max(6.0, 1.1 * len(langs) * len(evals) + 2), height=4.4)
+    fig, axes = _figure(1, width=min(16.0, max(6.0, 0.35 * len(langs) * len(evals) + 2)), height=4.4)
     ax = axes[0]
     colors = _colors(len(evals))
     width = 0.8 / len(evals)
