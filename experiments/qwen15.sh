@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The runs behind docs/results.md's Qwen2.5-Coder-1.5B-Instruct section, on one GPU (several runs share it):
+#   MODEL=$(bash experiments/get_qwen15.sh) bash experiments/qwen15.sh
+# 1. What it knows: letter-logit 0-shot and 5-shot and greedy chain of thought on all of MMLU val.
+# 2. English STaR, 3 iterations, TRAIN questions x 4 samples, with and without rationalization.
+# 3. Strategy table (same questions, samples and optimizer steps): dpo, iterative RPO, reinforce (rloo,
+#    answer_logprob), weighted_sft (answer_logprob), grpo; ITERS_TABLE iterations each.
+# 4. The bundled African subset: letter-logit, native, English and translate prompting (all languages);
+#    then STaR (sft, and weighted_sft with answer_logprob) on the language where native prompting is lowest.
+# 5. Rewards: weighted_sft with correct (0/1), answer_logprob and expected_likelihood, and sft filtered by
+#    gain over no rationale, on English and on that lowest language.
+# en-sft runs first, beside the evaluations only, so that its stage times are close to one run's; the other English runs
+# then reuse its iteration-0 validation and its iteration-1 samples (drawn from the base model with the same
+# seed, so identical for every strategy) through trainer.preload_data_for_val/_training. The evaluations
+# run beside it. Each run goes to $RUNS/<name> (log beside it); finished runs are skipped, stopped ones
+# resume. jobs.tsv records each run's exit code and wall time. PAR runs at a time share the GPU: a first
+# try with ten at once filled the card (139 GiB), and halving batch sizes on out-of-memory then made every
+# run slow, so keep PAR small and the batches large. Sizes: TRAIN, VAL (null =
+# all of val), NEW (tokens per rationale), STEPS (optimizer steps per iteration, 16 sequences each).
+set -uo pipefail
+MODEL=${MODEL:?set MODEL to the Qwen2.5-Coder-1.5B-Instruct .gguf (bash experiments/get_qwen15.sh prints it)}
+R=${RUNS:-runs/qwen15}
+PAR=${PAR:-3}
+ONLY=${ONLY:-.}
+TRAIN=${TRAIN:-1000}
+VAL=${VAL:-null}
+EVAL_LIMIT=${EVAL_LIMIT:-null}
+NEW=${NEW:-384}
+STEPS=${STEPS:-48}
+ITERS=${ITERS:-3}
+ITERS_TABLE=${ITERS_TABLE:-2}
+GEN=${GEN:-512}        # sequences per sampling batch (4 samples x 128 questions)
+EVB=${EVB:-256}        # questions per evaluation batch
+TB=${TB:-8}            # sequences per micro-batch (x 2 accumulation = 16 per optimizer step)
+CKPT=${CKPT:-false}    # gradient checkpointing (on when several runs must share the memory)
+mkdir -p "$R"
+export R PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
+
+M="model=$MODEL progress=false"
+E="$M eval.limit=$EVAL_LIMIT eval.max_new_tokens=$NEW eval.batch_size=$EVB"
+T="$M trainer.train_limit=$TRAIN trainer.val_limit=$VAL trainer.samples_per_question=4 trainer.max_new_tokens=$NEW"
+T="$T eval.max_new_tokens=$NEW trainer.gen_batch_size=$GEN eval.batch_size=$EVB trainer.train_batch_size=$TB"
+T="$T trainer.grad_accum=2 trainer.train_steps=$STEPS trainer.gradient_checkpointing=$CKPT"
+AFR="data=mmlu-afr data.language=all"
+RPO="trainer=dpo trainer.restart_from_base=false trainer.dpo_reference=previous trainer.dpo_nll_weight=1.0"
+
+evals() {  # name|starloop arguments
+  cat <<JOBS
+know-logit0|eval $E eval.mode=logit eval.batch_size=64
+know-logit5|eval $E eval.mode=logit eval.batch_size=64 prompt.few_shot=5
+afr-logit|eval $E $AFR eval.mode=logit eval.batch_size=64
+afr-native|eval $E $AFR prompt.strategy=native
+afr-english|eval $E $AFR prompt.strategy=english
+afr-translate|eval $E $AFR prompt.strategy=translate
+know-cot|eval $E eval.mode=generate
+JOBS
+}
+
+english() {  # after en-sft's iteration 1 has sampled: its iteration-0 validation and iteration-1 samples
+  local P="trainer.preload_data_for_val=$R/en-sft/iter_0/val/generations.csv"
+  P="$P trainer.preload_data_for_training=$R/en-sft/iter_1/sample/generations.csv"
+  cat <<JOBS
+en-star|train $T $P trainer=star trainer.iterations=$ITERS
+en-dpo|train $T $P trainer=dpo trainer.iterations=$ITERS_TABLE
+en-rloo|train $T $P trainer=reinforce trainer.reward=answer_logprob trainer.baseline=rloo trainer.iterations=$ITERS_TABLE
+en-wsft-logprob|train $T $P trainer=weighted_sft trainer.reward=answer_logprob trainer.iterations=$ITERS_TABLE
+en-grpo|train $T $P trainer=grpo trainer.iterations=$ITERS_TABLE
+en-rpo|train $T $P $RPO trainer.iterations=$ITERS_TABLE
+en-wsft-correct|train $T $P trainer=weighted_sft trainer.reward=correct trainer.iterations=$ITERS_TABLE
+en-wsft-el|train $T $P trainer=weighted_sft trainer.reward=expected_likelihood trainer.label_dist=smoothed trainer.iterations=$ITERS_TABLE
+en-sft-gain|train $T $P trainer=sft trainer.reward=gain trainer.require_gain=true trainer.iterations=$ITERS_TABLE
+JOBS
+}
+
+lowlang() {  # the language where native prompting scores lowest; its train split is all its questions
+  local L=$1 A="data=mmlu-afr data.language=$1 trainer.train_limit=null"
+  cat <<JOBS
+low-$L-sft|train $T $A trainer=sft trainer.iterations=$ITERS
+low-$L-wsft-logprob|train $T $A trainer=weighted_sft trainer.reward=answer_logprob trainer.iterations=$ITERS_TABLE
+low-$L-wsft-correct|train $T $A trainer=weighted_sft trainer.reward=correct trainer.iterations=$ITERS_TABLE
+low-$L-wsft-el|train $T $A trainer=weighted_sft trainer.reward=expected_likelihood trainer.label_dist=smoothed trainer.iterations=$ITERS_TABLE
+low-$L-sft-gain|train $T $A trainer=sft trainer.reward=gain trainer.require_gain=true trainer.iterations=$ITERS_TABLE
+JOBS
+}
+
+run_one() {  # one job line -> $R/<name>, log in $R/<name>.log, a row in $R/jobs.tsv
+  local name=${1%%|*} args=${1#*|} t0 rc
+  if [ -e "$R/$name.done" ]; then echo "skip $name"; return; fi
+  t0=$(date +%s)
+  echo "start $name $(date +%T)"
+  # shellcheck disable=SC2086
+  ${STARLOOP:-starloop} $args out="$R/$name" >"$R/$name.log" 2>&1
+  rc=$?
+  printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - t0 ))" "starloop $args out=$R/$name" >>"$R/jobs.tsv"
+  [ "$rc" = 0 ] && touch "$R/$name.done"
+  echo "end $name rc=$rc $(date +%T)"
+}
+export -f run_one
+pool() { grep -E "^[^|]*($ONLY)[^|]*[|]" | xargs -d '\n' -P "$1" -I{} bash -c 'run_one "$@"' _ {}; }
+
+lowest() {  # language with the lowest native-prompting accuracy in afr-native's metrics
+  python3 - "$R/afr-native/metrics.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))["by_language"]
+print(min((v["accuracy"], k) for k, v in m.items() if k != "en")[1])
+PY
+}
+
+wait_for() { while [ ! -e "$1" ] && kill -0 "$2" 2>/dev/null; do sleep 5; done; [ -e "$1" ]; }
+
+echo "en-sft|train $T trainer=sft trainer.iterations=$ITERS" | pool 1 &
+SFT=$!
+evals | pool 1 &
+EV=$!
+# The other English runs start once en-sft has its iteration-1 samples; the low-language runs once
+# afr-native has named the language and the evaluations have ended.
+( wait_for "$R/en-sft/iter_1/sample/DONE" $SFT && english | pool $(( PAR - 1 )) ) &
+EN=$!
+( wait_for "$R/afr-native.done" $EV && LOW=$(lowest) && echo "lowest language (native prompting): $LOW" &&
+  echo "$LOW" > "$R/lowest.txt" && wait_for "$R/know-cot.done" $EV; lowlang "$LOW" | pool 1 ) &
+LO=$!
+wait $SFT $EV $EN $LO
+echo "all jobs ended $(date +%T)"
