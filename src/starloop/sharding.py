@@ -17,6 +17,7 @@ as a normal peft folder, which an unsharded run (or a sharded one) loads and res
 from __future__ import annotations
 
 import os
+
 import torch
 
 from starloop import distributed
