@@ -60,9 +60,11 @@ def shard(model):
 
     acc = Accelerator()
     if getattr(acc.state, "fsdp_plugin", None) is None:
-        # accelerate turns FSDP on for GPU-type launches only; on CPU (gloo: the tests) the plugin is built
-        # from the same launch environment (FSDP_* variables) by hand, and the same sharding code runs.
-        acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()
+        # accelerate builds the plugin only for a GPU launch with an FSDP config; on CPU (gloo: the tests) it
+        # is built here from the same launch environment (FSDP_* variables), and the same sharding code runs.
+        # Launched without the FSDP config (bench/scaling.py under --multi_gpu): FSDP2, one unit a layer.
+        kw = {} if "FSDP_AUTO_WRAP_POLICY" in os.environ else {"auto_wrap_policy": "transformer_based_wrap"}
+        acc.state.fsdp_plugin = FullyShardedDataParallelPlugin(fsdp_version=2, **kw)
     model = fsdp2_prepare_model(acc, model)
     for m in model.modules():
         if isinstance(m, FSDPModule):
