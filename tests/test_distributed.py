@@ -1,30 +1,54 @@
-"""Two processes (accelerate launch --cpu) give the files of a one-process run with the same seed."""
+"""Two processes give the files of a one-process run with the same seed: data parallel (ddp.yaml) and
+sharded training (fsdp2.yaml), each launched by `accelerate launch` as two CPU processes over gloo.
+
+`accelerate launch --cpu --num_processes 2` starts a single process; ACCELERATE_USE_CPU=true with a
+multi-process config starts two (the test checks that it did)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
+# lora_dropout=0: dropout masks depend on which process draws them, everything else must not.
 ARGS = ["model=tiny-random", "data.limit=6", "trainer.iterations=1", "trainer.samples_per_question=2",
         "trainer.max_new_tokens=8", "eval.max_new_tokens=8", "trainer.val_limit=4", "trainer.strategy=weighted_sft",
-        "trainer.reward=answer_logprob", "trainer.train_batch_size=2", "trainer.grad_accum=2", "progress=false"]
+        "trainer.reward=answer_logprob", "trainer.train_batch_size=2", "trainer.grad_accum=3",
+        "trainer.lora_dropout=0.0", "progress=false"]
 
 
-def test_two_processes_equal_one(tmp_path):
-    if shutil.which("accelerate") is None:
-        pytest.skip("accelerate CLI not on PATH")
-    one, two = tmp_path / "one", tmp_path / "two"
-    r1 = subprocess.run([sys.executable, "-m", "starloop.cli", "train", *ARGS, f"out={one}"],
-                        capture_output=True, text=True, timeout=600)
-    assert r1.returncode == 0, r1.stderr[-2000:]
-    r2 = subprocess.run(["accelerate", "launch", "--cpu", "--num_processes", "2", "-m", "starloop.cli", "train",
-                         *ARGS, f"out={two}"], capture_output=True, text=True, timeout=600)
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true",
+                NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    one = tmp_path_factory.mktemp("one")
+    r = subprocess.run([sys.executable, "-m", "starloop.cli", "train", *ARGS, f"out={one}"], env=_env(),
+                       capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return one
+
+
+@pytest.mark.parametrize("config", ["ddp", "fsdp2"])
+def test_two_processes_equal_one(one_process, tmp_path, config):
+    accelerate = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
+    if not Path(accelerate).exists():
+        pytest.skip("accelerate CLI not installed")
+    one, two = one_process, tmp_path / "two"
+    r2 = subprocess.run([accelerate, "launch", "--config_file", str(ROOT / "configs" / "accelerate" / f"{config}.yaml"),
+                         "--num_processes", "2", "-m", "starloop.cli", "train", *ARGS, f"out={two}"], env=_env(),
+                        capture_output=True, text=True, timeout=600, check=False)
     assert r2.returncode == 0, r2.stderr[-3000:]
+    assert r2.stdout.count('"out": ') == 2  # both processes ran the loop (each prints the summary line)
     for rel in ("iter_0/val/generations.csv", "iter_1/generations.csv", "iter_1/train_data.jsonl",
                 "iter_1/val/generations.csv"):
         assert (one / rel).read_text() == (two / rel).read_text(), rel

@@ -21,8 +21,11 @@ R = TypeVar("R")
 @cache
 def _state():
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    return PartialState()
+    # As accelerate's own AcceleratorState does: without cpu=True a launch on a machine with no GPU is
+    # taken for a single process, each of the launched processes running everything alone.
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def world() -> tuple[int, int]:

@@ -79,8 +79,13 @@ def _head_logprob(head: nn.Module, hidden: Tensor, labels: Tensor) -> Tensor:
 
 def _split_backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """(backbone, output head) of a Hugging Face causal LM, plain or PEFT-wrapped; None when the head
-    cannot be applied on its own safely (logit soft-capping or scaling, prompt-learning PEFT), in which
+    cannot be applied on its own safely (logit soft-capping or scaling, prompt-learning PEFT, a model
+    sharded with FSDP2), in which
     case callers fall back to the model's full forward."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(model, FSDPModule):
+        return None  # sharded (FSDP2): weights are gathered by the root module's forward, so call it whole
     peft_config = getattr(model, "active_peft_config", None)
     if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
         return None  # virtual tokens are prepended inside PeftModel.forward

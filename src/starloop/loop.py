@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from starloop import distributed, evaluate, io, strategies
+from starloop import distributed, evaluate, io, sharding, strategies
 from starloop.config import Config, to_dict
 from starloop.data import load_questions
 from starloop.errors import StarloopError
@@ -245,6 +245,8 @@ def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_ad
     val_units = units_for(policy, cfg, val_data)[0] if t.val_every_n_steps and val_data else None
     model = strategy.prepare(strategies.TrainContext(policy, model, units, val_units, prev_adapter, seed,
                                                      cfg.progress))
+    if sharding.active():  # launched with configs/accelerate/fsdp2.yaml: train on weights split over processes
+        model = sharding.shard(model)
     validate = None
     if val_units:
         validate = lambda step: {"val_loss": train.objective_loss(model, policy.tok, val_units, t)}
@@ -256,12 +258,19 @@ def train_stage(policy: Policy, cfg: Config, k: int, data, folder: Path, prev_ad
     else:
         log.warning("iteration %d: no training data (no usable samples); the adapter stays untrained", k)
     with io.atomic_path(folder / "adapter") as tmp:
-        model.save_pretrained(tmp)
+        if sharding.is_sharded(model):
+            sharding.save_adapter(model, tmp)  # gathered: a normal adapter folder
+        else:
+            model.save_pretrained(tmp)
     io.write_text(folder / "log.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     summary = {"n_units": len(units), "steps": len(records), "dropped_too_long": too_long,
                "loss": records[-1]["loss"] if records else None}
     io.mark_done(folder, summary)
     distributed.barrier()  # the adapter is on disk before any process reloads it
+    if sharding.is_sharded(model):  # sampling needs whole weights in every process: load the base again
+        del model
+        policy.base = policy.model = None  # drop the sharded copy before the whole weights load again
+        policy.__init__(cfg)
     policy.adapter = None  # the next `policy.use(path)` reloads the saved adapter, as a resumed run would
     policy.model.eval()
     return summary

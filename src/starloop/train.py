@@ -176,6 +176,23 @@ def plan_steps(units: Sequence[Unit], cfg: TrainerConfig, seed: int, iteration: 
     return steps[:target] if target is not None else steps
 
 
+def process_share(group: list[list[Unit]], rank: int, n_proc: int, sharded: bool) -> list[tuple[list[Unit], float]]:
+    """(micro-batch, weight) pairs this process runs in an optimizer step: every n_proc-th micro-batch.
+
+    Sharded, every process must run as many forward/backward passes as the busiest one (each pass gathers
+    weights from all processes), so a shorter share is padded with a micro-batch at weight 0."""
+    mine = [(b, 1.0) for b in group[rank::n_proc]]
+    if sharded:
+        mine += [(group[0], 0.0)] * (-(-len(group) // n_proc) - len(mine))
+    return mine
+
+
+def is_sharded(model) -> bool:
+    from starloop.sharding import is_sharded
+
+    return distributed.world()[1] > 1 and is_sharded(model)
+
+
 def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int, iteration: int = 1,
           on_log: Callable[[dict], None] | None = None,
           validate: Callable[[int], dict] | None = None, progress: bool = True) -> list[dict]:
@@ -214,17 +231,22 @@ def _train_loop(model, tok, units, cfg, loss_fn, *, seed, iteration, on_log, val
     step, t0, tokens = 0, time.time(), 0
     bar = tqdm(total=total_steps, desc=f"train {cfg.strategy}", disable=not progress, leave=False)
     rank, n_proc = distributed.world()
+    sharded = is_sharded(model)
     for group in plan:
         opt.zero_grad(set_to_none=True)
         totals = StepTotals.of([u for b in group for u in b], nominal)
         agg: dict[str, float] = {}
         finite = True
-        for b in group[rank::n_proc]:  # with several processes each takes its share of the step
+        for b, weight in process_share(group, rank, n_proc, sharded):  # each process takes its share of the step
             with oom_advice(), mixed_precision(model):
                 loss, metrics = loss_fn(model, tok, b, cfg, totals)
+            if weight == 0.0:  # sharded: a pass every process must run (weights are gathered), worth nothing
+                (loss * 0.0).backward()
+                continue
             if not torch.isfinite(loss):
                 finite = False
-                break
+                if not sharded:
+                    break
             with oom_advice():
                 loss.backward()  # the micro-batch's share of the step's loss: shares add up
             tokens += sum(len(u.ctx) + len(u.cont) + len(u.rejected or []) for u in b)
@@ -233,7 +255,8 @@ def _train_loop(model, tok, units, cfg, loss_fn, *, seed, iteration, on_log, val
                 agg[k] = agg.get(k, 0.0) + float(v) * len(b) / totals.sequences
         finite = not distributed.any_process(not finite)
         if finite:
-            distributed.all_reduce_grads(params)  # sum of shares = the one-process gradient of the step
+            if not sharded:  # sharded, FSDP has already summed the gradients into each process's shard
+                distributed.all_reduce_grads(params)  # sum of shares = the one-process gradient of the step
             agg = distributed.sum_floats(agg)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else 1e30)
         if not finite or not torch.isfinite(grad_norm):
