@@ -1,0 +1,79 @@
+"""A tiny run gives the same files as the stored expectation (tests/fixtures/expected_run/manifest.json).
+
+The expectation was written by the code before the stages were split out of the loop; the test fails if
+any output file's content changes or a file appears or disappears. What is normalised away (wall times,
+time stamps, the absolute run folder) is listed in tests/run_manifest.py. Regenerate the expectation,
+only for a deliberate change of outputs, with `python tests/test_expected_run.py write`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from run_manifest import manifest  # noqa: E402
+
+FIXTURE = Path(__file__).parent / "fixtures" / "expected_run" / "manifest.json"
+# weighted_sft with a likelihood reward trains every iteration on the random model (it never answers
+# correctly), so the scoring, build and training stages all write something.
+ARGS = ["model=tiny-random", "data.limit=8", "trainer.iterations=2", "trainer.samples_per_question=2",
+        "trainer.max_new_tokens=8", "eval.max_new_tokens=8", "trainer.val_limit=4", "progress=false",
+        "trainer.strategy=weighted_sft", "trainer.reward=answer_logprob", "trainer.lr=1e-2"]
+# One thread: float sums then come out the same on machines with different numbers of cores.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+       "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
+
+
+def starloop(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "starloop.cli", *argv], capture_output=True, text=True,
+                          timeout=600, env=ENV)
+
+
+def run_train(out: Path) -> dict[str, str]:
+    r = starloop("train", *ARGS, f"out={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return manifest(out)
+
+
+def differences(got: dict[str, str], want: dict[str, str]) -> list[str]:
+    return ([f"missing: {p}" for p in sorted(want.keys() - got.keys())]
+            + [f"unexpected: {p}" for p in sorted(got.keys() - want.keys())]
+            + [f"changed: {p}" for p in sorted(want.keys() & got.keys()) if want[p] != got[p]])
+
+
+@pytest.fixture(scope="module")
+def loop_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("expected") / "run"
+    return out, run_train(out)
+
+
+def test_a_tiny_run_writes_the_stored_files(loop_run):
+    want = json.loads(FIXTURE.read_text())
+    assert differences(loop_run[1], want) == []
+
+
+def test_the_manifest_sees_a_changed_and_a_missing_file(loop_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(loop_run[0], copy)
+    gens = copy / "iter_1" / "generations.csv"
+    gens.write_text(gens.read_text().replace("mmlu/", "mmlu-x/", 1))
+    (copy / "iter_2" / "train" / "log.jsonl").unlink()
+    assert differences(manifest(copy), loop_run[1]) == ["missing: iter_2/train/log.jsonl",
+                                                         "changed: iter_1/generations.csv"]
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["write"]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        m = run_train(Path(d) / "run")
+    FIXTURE.parent.mkdir(parents=True, exist_ok=True)
+    FIXTURE.write_text(json.dumps(m, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {FIXTURE} ({len(m)} files)")
