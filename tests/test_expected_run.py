@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_manifest import manifest  # noqa: E402
+from run_manifest import manifest
 
 FIXTURE = Path(__file__).parent / "fixtures" / "expected_run" / "manifest.json"
 # weighted_sft with a likelihood reward trains every iteration on the random model (it never answers
@@ -31,7 +31,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
 
 def starloop(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "starloop.cli", *argv], capture_output=True, text=True,
-                          timeout=600, env=ENV)
+                          timeout=600, env=ENV, check=False)
 
 
 def run_train(out: Path) -> dict[str, str]:
@@ -67,6 +67,30 @@ def test_the_manifest_sees_a_changed_and_a_missing_file(loop_run, tmp_path):
     (copy / "iter_2" / "train" / "log.jsonl").unlink()
     assert differences(manifest(copy), loop_run[1]) == ["missing: iter_2/train/log.jsonl",
                                                          "changed: iter_1/generations.csv"]
+
+
+def test_the_stages_run_one_by_one_give_the_files_of_the_loop(loop_run, tmp_path):
+    """`starloop stage` for each stage of each iteration, in a folder holding only the run's claim (its
+    config.yaml, run.json and lock file), writes the same files as the loop."""
+    import shutil
+
+    import torch
+    from cli_helpers import run_cli
+
+    out = tmp_path / "staged"
+    out.mkdir()
+    for name in ("config.yaml", "run.json", ".lock"):
+        shutil.copy(loop_run[0] / name, out / name)
+    plan = [("validate", 0)] + [(s, k) for k in (1, 2) for s in ("sample", "score", "build", "train", "validate")]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for stage, k in plan:
+            code, _, err = run_cli(["stage", stage, f"out={out}", f"iteration={k}", "progress=false"])
+            assert code == 0, (stage, k, err[-2000:])
+    finally:
+        torch.set_num_threads(threads)
+    assert differences(manifest(out), loop_run[1]) == []
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["write"]:

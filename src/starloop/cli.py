@@ -1,7 +1,8 @@
-"""Command line: `starloop train | eval | report`, Hydra overrides and multirun sweeps.
+"""Command line: `starloop train | eval | stage | report`, Hydra overrides and multirun sweeps.
 
     starloop eval model=tiny-random data.limit=8 out=runs/smoke
     starloop train -m trainer.lr=1e-5,2e-5 trainer.dpo_beta=0.1,0.3
+    starloop stage score out=runs/train iteration=2
     starloop report runs/a runs/b
 
 Overrides are validated (unknown keys, wrong types, out-of-range values) before Hydra starts or any
@@ -20,11 +21,14 @@ from pathlib import Path
 
 from starloop.errors import ConfigError, DataError, StarloopError
 
-COMMANDS = ("train", "eval", "report")
-USAGE = """usage: starloop {train,eval,report} [key=value ...] [-m]
+COMMANDS = ("train", "eval", "stage", "report")
+USAGE = """usage: starloop {train,eval,stage,report} [key=value ...] [-m]
 
   starloop eval [overrides]      evaluate a model or checkpoint (eval.mode=generate|logit)
   starloop train [overrides]     run the STaR loop (trainer.strategy=sft|dpo|reinforce|weighted_sft)
+  starloop stage NAME out=RUN iteration=K [overrides]
+                                 run one stage (sample|score|build|train|validate) of iteration K of an
+                                 existing train run, from its files and its saved config.yaml
   starloop report RUN [RUN ...]  write a Markdown report with plots for run folders
 
 common overrides: model=smollm2-135m|qwen2.5-0.5b|llama-3.1-8b|tiny-random|PATH|HUB_ID  data=mmlu|mmlu-afr|...
@@ -207,7 +211,7 @@ def _task(command: str, dcfg) -> None:
                 from starloop.loop import run_train
 
                 run_train(cfg)
-    except Exception as exc:  # noqa: BLE001 - only user errors, out of memory and a full disk become one line
+    except Exception as exc:
         e = exc if isinstance(exc, StarloopError) else _out_of_memory(exc)
         if e is None:
             raise
@@ -282,13 +286,13 @@ def preflight(command: str, cfg, multirun: bool = False, seen: set[str] | None =
             if cfg.prompt.few_shot:
                 load_questions(d, "dev")
         else:
-            from starloop.loop import run_questions
+            from starloop.stages.sampling import run_questions
 
             questions = run_questions(cfg)
     if seen is None or key not in seen:
         if command == "train":
-            from starloop.loop import check_preloads
             from starloop.records import read_samples
+            from starloop.stages.sampling import check_preloads
 
             if questions is not None:
                 check_preloads(cfg, questions)
@@ -390,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from starloop.runstate import EVAL_INTERRUPTED_MESSAGE, INTERRUPTED_MESSAGE, Interrupted, raise_on_sigterm
 
     previous = signal.getsignal(signal.SIGTERM)
-    if command == "train" and threading.current_thread() is threading.main_thread():
+    if command in ("train", "stage") and threading.current_thread() is threading.main_thread():
         raise_on_sigterm()  # preemption (Slurm sends SIGTERM first): unwind, abandon the write in progress
     try:
         _main(command, rest)
@@ -398,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         _error_line(EVAL_INTERRUPTED_MESSAGE if command == "eval" else INTERRUPTED_MESSAGE)
         sys.exit(128 + (signal.SIGTERM if isinstance(e, Interrupted) else signal.SIGINT))
     finally:
-        if command == "train" and threading.current_thread() is threading.main_thread():
+        if command in ("train", "stage") and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
 
 
@@ -410,6 +414,9 @@ def _main(command: str, rest: list[str]) -> None:
             report_main(rest)
             return
         _check_text(rest)
+        if command == "stage":
+            _stage(rest)
+            return
         multirun = any(a in ("-m", "--multirun") for a in rest)
         overrides = rewrite_shorthands([a for a in rest if a not in ("-m", "--multirun")])
         checked: set[str] = set()
@@ -449,6 +456,58 @@ def _main(command: str, rest: list[str]) -> None:
             lock.__exit__(None, None, None)
     if multirun:
         _exit_if_jobs_failed(Path(cfg.out))
+
+
+def stage_config(out: str, overrides: Sequence[str]):
+    """The saved config of the run in `out` (its config.yaml) with `overrides` (key=value) applied."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from starloop.config import Config, validate
+
+    path = Path(out) / "config.yaml"
+    if not path.is_file():
+        raise StarloopError(f"{path}: missing (starloop stage runs a stage of an existing `starloop train` run "
+                            "folder)")
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+        node = OmegaConf.merge(OmegaConf.structured(Config), saved, OmegaConf.from_dotlist(list(overrides)))
+        cfg = OmegaConf.to_object(node)
+    except Exception as e:  # noqa: BLE001 - a damaged file or a bad override: one line naming it
+        key = getattr(e, "full_key", None) or str(path)
+        raise ConfigError(key, str(e).strip().splitlines()[0]) from None
+    cfg.out = str(out)
+    validate(cfg)
+    return cfg
+
+
+def _stage(rest: list[str]) -> None:
+    """`starloop stage NAME out=RUN iteration=K [overrides]`."""
+    from starloop.loop import run_stage
+
+    name = rest[0] if rest and "=" not in rest[0] else None
+    args = dict(a.partition("=")[::2] for a in rest[1 if name else 0:])
+    if name is None:
+        raise ConfigError("stage", "name the stage: starloop stage sample|score|build|train|validate out=RUN "
+                                   "iteration=K")
+    for key in ("out", "iteration"):
+        if not args.get(key):
+            raise ConfigError(key, f"starloop stage {name} needs {key}=")
+    out, k = args.pop("out"), args.pop("iteration")
+    if not k.isdigit():
+        raise ConfigError("iteration", f"{k!r} is not an iteration number")
+    cfg = stage_config(out, [f"{a}={b}" for a, b in args.items()])
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    try:
+        run_stage(cfg, name, int(k))
+    except StarloopError:
+        raise
+    except Exception as exc:
+        e = _out_of_memory(exc)
+        if e is None:
+            raise
+        raise e from None
 
 
 def _exit_if_jobs_failed(sweep_dir: Path) -> None:

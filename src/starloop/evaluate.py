@@ -261,7 +261,6 @@ def run_eval(cfg: Config) -> dict:
     import logging
 
     from starloop.config import to_dict
-    from starloop.data import load_questions
     from starloop.metrics import format_table, group_summaries, summarize
     from starloop.models import load_adapter, load_model, resolve_checkpoint
 
