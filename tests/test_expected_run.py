@@ -93,6 +93,20 @@ def test_the_stages_run_one_by_one_give_the_files_of_the_loop(loop_run, tmp_path
     assert differences(manifest(out), loop_run[1]) == []
 
 
+def test_a_run_preloading_the_generations_of_another_trains_on_the_same_data(loop_run, tmp_path):
+    """trainer.preload_data_for_training: the preloaded file stands for iteration 1's samples; the score
+    stage writes it (with its reward columns) as iter_1/generations.csv and the later stages read that."""
+    ref = loop_run[0] / "iter_1"
+    out = tmp_path / "preloaded"
+    r = starloop("train", *ARGS, "trainer.iterations=1", f"trainer.preload_data_for_training={ref / 'generations.csv'}",
+                 f"out={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (out / "iter_1" / "sample").exists()  # nothing sampled
+    got, want = manifest(out), loop_run[1]
+    for f in ("generations.csv", "train_data.jsonl", "train/log.jsonl", "train/adapter/adapter_model.safetensors"):
+        assert got[f"iter_1/{f}"] == want[f"iter_1/{f}"], f
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["write"]:
     import tempfile
 
