@@ -278,18 +278,18 @@ def test_letter_logit_eval_backs_off_on_oom(tiny, questions, caplog):
 
 def test_reward_scoring_backs_off_on_oom(tiny, questions, caplog):
     from starloop.records import Sample
-    from starloop.scoring import add_rewards
+    from starloop.scoring import add_reward_columns
 
     model, tok = tiny
     by_id = {q.id: q for q in questions}
     samples = [Sample(question_id=q.id, sample_index=j, prompt=f"Q: {q.question}\n", rationale=f"Think {j}.")
                for q in questions[:3] for j in range(2)]
     ref = [Sample(**{**s.__dict__, "extra": {}}) for s in samples]
-    add_rewards(model, tok, ref, by_id, batch_size=4)
+    add_reward_columns(model, tok, ref, by_id, batch_size=4)
     handle, seen = _oom_above(model, 4)
     try:
         with caplog.at_level(logging.WARNING):
-            add_rewards(model, tok, samples, by_id, batch_size=16)
+            add_reward_columns(model, tok, samples, by_id, batch_size=16)
     finally:
         handle.remove()
     assert "out of memory while scoring rewards" in caplog.text and max(seen) == 16

@@ -41,7 +41,7 @@ def chat_prompts(tokenizer, questions: Sequence[Question], pcfg: PromptConfig, f
     return out
 
 
-def score_generation(q: Question, prompt: str, gen: Generation, sample_index: int,
+def generation_to_sample(q: Question, prompt: str, gen: Generation, sample_index: int,
                      expected_language: str | None = None, hinted: bool = False,
                      repetition: str = "no_answer") -> Sample:
     """Extract, flag and score one generation; `repetition` is the `scoring.repetition` policy.
@@ -54,7 +54,7 @@ def score_generation(q: Question, prompt: str, gen: Generation, sample_index: in
     flags = degenerate.detect(gen.text, truncated=gen.truncated, expected_language=expected_language,
                               extracted=raw)
     letter, flags = degenerate.apply_repetition_policy(raw, flags, repetition)
-    status = extract.score(letter, q.gold_letter)
+    status = extract.answer_status(letter, q.gold_letter)
     return Sample(
         question_id=q.id, sample_index=sample_index, prompt=prompt, rationale=gen.text,
         extracted=letter or "", gold=q.gold_letter, correct=status == "correct", status=status,
@@ -92,7 +92,7 @@ def sample_questions(sampler: Sampler, tokenizer, questions: Sequence[Question],
     bar.set_postfix(tok_s=f"{sum(g.n_tokens for g in gens) / max(time.time() - t0, 1e-9):.0f}")
     bar.close()
     return [
-        score_generation(questions[qi], plain[qi], g, j, expected_language(questions[qi], pcfg),
+        generation_to_sample(questions[qi], plain[qi], g, j, expected_language(questions[qi], pcfg),
                          hinted=hints is not None, repetition=repetition)
         for (qi, j), g in zip(flat_q, gens)
     ]
@@ -166,7 +166,7 @@ def letter_logit_samples(model, tokenizer, questions: Sequence[Question], few_sh
                 scores = torch.stack([logp[r, t] for t in letter_ids])
                 pick = int(torch.argmax(scores))  # first maximum: ties go to the first option
                 letter = q.letters[pick]
-                status = extract.score(letter, q.gold_letter)
+                status = extract.answer_status(letter, q.gold_letter)
                 results[i] = Sample(question_id=q.id, sample_index=0, prompt=texts[r], rationale="",
                                     extracted=letter, gold=q.gold_letter, correct=status == "correct",
                                     status=status, language=q.language, subject=q.subject,

@@ -136,7 +136,7 @@ def score(run: Run, k: int) -> None:
         needed = bool(reward_columns_needed(cfg))
     if needed:
         run.policy.use(run.adapter(k - 1))
-        add_reward_columns(run.policy, cfg, samples, run.by_id)
+        compute_reward_columns(run.policy, cfg, samples, run.by_id)
     write_samples(gens, samples)
 
 
@@ -146,13 +146,15 @@ def reward_columns_needed(cfg: Config) -> set[str]:
     return strategies.get(t.strategy).reward_columns(t) | ({"gain"} if t.require_gain else set())
 
 
-def add_reward_columns(policy: Policy, cfg: Config, samples: list[Sample], by_id: dict[str, Question]) -> None:
-    from starloop.scoring import add_rewards, read_soft_labels
+def compute_reward_columns(policy: Policy, cfg: Config, samples: list[Sample],
+                           by_id: dict[str, Question]) -> None:
+    """The reward columns of `samples`, scored by `policy` as the trainer config asks (in place)."""
+    from starloop.scoring import add_reward_columns, read_soft_labels
 
     t = cfg.trainer
     soft = read_soft_labels(t.soft_labels) if t.label_dist == "file" else None
-    add_rewards(policy.model, policy.tok, samples, by_id, batch_size=t.gen_batch_size or CPU_BATCH_SIZE,
-                label_dist=t.label_dist, label_smoothing=t.label_smoothing, soft_labels=soft)
+    add_reward_columns(policy.model, policy.tok, samples, by_id, batch_size=t.gen_batch_size or CPU_BATCH_SIZE,
+                       label_dist=t.label_dist, label_smoothing=t.label_smoothing, soft_labels=soft)
 
 
 def run_questions(cfg: Config, say: bool = False) -> dict[str, list[Question]]:
