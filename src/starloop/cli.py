@@ -227,8 +227,8 @@ def _task(command: str, dcfg) -> None:
 def _out_of_memory(exc: BaseException) -> StarloopError | None:
     """An out-of-memory error that no stage turned into advice (loading the model, say), a full disk or an
     over-long path: one line."""
+    from starloop.oom import is_oom
     from starloop.runstate import disk_error
-    from starloop.sampling import is_oom
 
     if isinstance(exc, OSError) and disk_error(exc) is not None:
         return disk_error(exc)

@@ -134,7 +134,7 @@ def letter_logit_samples(model, tokenizer, questions: Sequence[Question], few_sh
 
     On CUDA out-of-memory the batch size is halved and the batch retried (logged).
     """
-    from starloop.sampling import halved_batch_size
+    from starloop.oom import halved_batch_size
 
     device = model.device
     texts_all = [prompts.letter_prompt(q, few_shot=shots_for(few_shot, q)) for q in questions]

@@ -314,7 +314,7 @@ def load_model(cfg: ModelConfig, for_training: bool = False):
             tok = AutoTokenizer.from_pretrained(src, **({"gguf_file": gguf} if gguf else {}))
             model = AutoModelForCausalLM.from_pretrained(src, **kwargs).to(device)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError) as e:
-            from starloop.sampling import is_oom
+            from starloop.oom import is_oom
 
             if is_oom(e):
                 raise

@@ -12,9 +12,10 @@ from dataclasses import dataclass, replace
 import torch
 
 from starloop import build, losses
+from starloop.oom import oom_advice
 from starloop.records import PreferencePair
 from starloop.strategies.base import Strategy, TrainContext
-from starloop.train import Unit, logps, mixed_precision, oom_advice, tokenize_pair
+from starloop.train import Unit, logps, mixed_precision, tokenize_pair
 
 
 @dataclass
