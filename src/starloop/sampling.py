@@ -5,8 +5,9 @@ by `sample_seed`). Sampling uses the Gumbel-max trick with noise from a counter-
 (sample seed, step, token id), so the tokens a sample gets do not depend on which other samples
 share its batch, the batch size, or the order of the prompts. Greedy decoding is temperature 0.
 
-Backends: `HFSampler` (transformers `generate`) now; a vLLM backend can implement the same
-`Sampler.generate` signature.
+Backends behind the same `Sampler.generate` signature: `HFSampler` here (transformers `generate`),
+`StaticSampler` (starloop.static_sampler, a static KV cache) and `VLLMSampler` (starloop.vllm_sampler);
+`starloop.fast_sampling.make_sampler` picks one from model.sampler.
 """
 
 from __future__ import annotations
