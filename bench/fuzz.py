@@ -122,7 +122,7 @@ def run_case(case: Case, subprocess_mode: bool = False) -> Result:
 
 def make_run(folder: Path, command: str = "train") -> None:
     """The existing run folder every case points out= at: a real one-iteration tiny run (or an eval)."""
-    done = folder / ("iter_1/val/DONE" if command == "train" else "results.csv")
+    done = folder / ("iter_1/val/DONE" if command == "train" else "metrics.json")
     if done.exists():
         return
     shutil.rmtree(folder, ignore_errors=True)

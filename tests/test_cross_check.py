@@ -98,7 +98,7 @@ def test_eval_writes_the_cross_check_per_language_and_report_shows_it(tmp_path):
     assert metrics["by_language"]
     for line in metrics["by_language"].values():
         assert "forced_choice_accuracy" in line
-    header = (out / "results.csv").read_text().splitlines()[0]
+    header = (out / "generations.csv").read_text().splitlines()[0]
     assert "forced_choice" in header
     md = report_main([str(out), "--out", str(tmp_path / "r")]).read_text()
     assert "extraction vs forced choice" in md

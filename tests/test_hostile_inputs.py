@@ -348,7 +348,7 @@ def test_hydra_chdir_writes_where_out_says(base, tmp_path):
                         "hydra.job.chdir=true", "out=relrun"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=600, check=False, env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")})
     assert r.returncode == 0, r.stderr[-2000:]
-    assert (tmp_path / "relrun" / "results.csv").exists() and not (tmp_path / "relrun" / "relrun").exists()
+    assert (tmp_path / "relrun" / "generations.csv").exists() and not (tmp_path / "relrun" / "relrun").exists()
 
 
 def test_step_lines_of_an_unfinished_iteration_are_dropped_on_resume(tmp_path):

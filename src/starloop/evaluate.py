@@ -230,14 +230,22 @@ def evaluate_questions(model, tokenizer, questions: Sequence[Question], cfg: Con
                             repetition=cfg.scoring.repetition)
 
 
+def eval_samples_path(out: Path) -> Path:
+    """The sample table of a `starloop eval` folder: generations.csv, the name every sample table has
+    (results.csv in folders written before the names were made one)."""
+    out = Path(out)
+    return out / "results.csv" if not (out / "generations.csv").exists() and (out / "results.csv").exists() \
+        else out / "generations.csv"
+
+
 def write_eval(out: Path, samples: Sequence[Sample], summary: dict, cfg_dict: dict) -> None:
-    """results.csv (one row per question), metrics.json and config.yaml, each written atomically."""
+    """generations.csv (one row per question), metrics.json and config.yaml, each written atomically."""
     from omegaconf import OmegaConf
 
     from starloop.io import write_json, write_text
     from starloop.records import write_samples
 
-    write_samples(out / "results.csv", list(samples))
+    write_samples(out / "generations.csv", list(samples))
     write_json(out / "metrics.json", summary)
     write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg_dict)))
 
