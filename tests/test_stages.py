@@ -53,3 +53,8 @@ def test_a_folder_without_a_run_is_refused(tmp_path):
 def test_bad_arguments_are_one_line_naming_the_key(claimed, argv, key):
     code, _, err = run_cli([*argv, f"out={claimed}"])
     assert code == 2 and len(err.strip().splitlines()) == 1 and key in err, err
+
+
+def test_stage_help_names_the_stages():
+    code, out, _ = run_cli(["stage", "--help"])
+    assert code == 0 and all(s in out for s in ("sample", "score", "build", "train", "validate", "iteration="))

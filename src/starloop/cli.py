@@ -41,6 +41,14 @@ common overrides: model=smollm2-135m|qwen2.5-0.5b|llama-3.1-8b|tiny-random|PATH|
   `starloop train --help` / `starloop eval --help`: every key with its default and meaning;
   docs/configuration.md; Slurm: docs/slurm.md."""
 
+STAGE_HELP = """usage: starloop stage {sample,score,build,train,validate} out=RUN iteration=K [overrides]
+
+Runs one stage of iteration K of an existing `starloop train` run folder, reading the files of the stage
+before it and the run's saved config.yaml (iteration 0 has only validate). A stage whose output exists
+does nothing: delete its output to run it again. Only overrides that do not change results are accepted
+(progress, logger, eval.batch_size, trainer.gen_batch_size, trainer.iterations). docs/extending.md lists
+what each stage reads and writes."""
+
 MAX_VALIDATED_SWEEP = 256
 
 
@@ -380,6 +388,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(USAGE)
         return
     command, rest = argv[0], argv[1:]
+    if command == "stage" and any(a in ("-h", "--help", "help") for a in rest):
+        print(STAGE_HELP)
+        return
     if command in ("train", "eval") and any(a in ("-h", "--help", "help") for a in rest):
         from starloop.hydra_config import command_help
 
