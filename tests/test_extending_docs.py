@@ -17,7 +17,7 @@ ROOT = Path(__file__).parents[1]
 
 
 def code_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "extending.md").read_text(encoding="utf-8"), re.S)
+    return re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "extending.md").read_text(encoding="utf-8"), re.DOTALL)
 
 
 def insert_after(path: Path, anchor: str, text: str) -> None:
@@ -27,7 +27,7 @@ def insert_after(path: Path, anchor: str, text: str) -> None:
 
 
 def package_with_the_examples(tmp: Path) -> Path:
-    strategy, strategy_test, reward, reward_test, source = code_blocks()
+    strategy, _, reward, _, source = code_blocks()
     src = tmp / "src"
     shutil.copytree(ROOT / "src" / "starloop", src / "starloop", ignore=shutil.ignore_patterns("__pycache__"))
     pkg = src / "starloop"
@@ -77,10 +77,10 @@ def test_the_worked_examples_run_as_written(tmp_path):
         f"qs = load_questions(DataConfig(name='sciq', path={str(data)!r}), 'train')",
         "assert len(qs) == 6 and all(q.choices[q.answer] == 'carbon dioxide' for q in qs)",
         "from starloop.cli import main",
-        f"main(['train', 'model=tiny-random', 'data=sciq', 'data.path={data}', 'trainer.strategy=positive_pg',"
-        "      'trainer.reward=answer_prob', 'trainer.iterations=1', 'trainer.samples_per_question=2',"
-        "      'trainer.max_new_tokens=6', 'eval.max_new_tokens=6', 'progress=false', 'trainer.lr=1e-2',"
-        f"      'out={out}'])",
+        (f"main(['train', 'model=tiny-random', 'data=sciq', 'data.path={data}', 'trainer.strategy=positive_pg',"
+         "      'trainer.reward=answer_prob', 'trainer.iterations=1', 'trainer.samples_per_question=2',"
+         "      'trainer.max_new_tokens=6', 'eval.max_new_tokens=6', 'progress=false', 'trainer.lr=1e-2',"
+         f"      'out={out}'])"),
     ])
     env = {**os.environ, "PYTHONPATH": str(src), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600,

@@ -41,14 +41,6 @@ common overrides: model=smollm2-135m|qwen2.5-0.5b|llama-3.1-8b|tiny-random|PATH|
   `starloop train --help` / `starloop eval --help`: every key with its default and meaning;
   docs/configuration.md; Slurm: docs/slurm.md."""
 
-STAGE_HELP = """usage: starloop stage {sample,score,build,train,validate} out=RUN iteration=K [overrides]
-
-Runs one stage of iteration K of an existing `starloop train` run folder, reading the files of the stage
-before it and the run's saved config.yaml (iteration 0 has only validate). A stage whose output exists
-does nothing: delete its output to run it again. Only overrides that do not change results are accepted
-(progress, logger, eval.batch_size, trainer.gen_batch_size, trainer.iterations). docs/extending.md lists
-what each stage reads and writes."""
-
 MAX_VALIDATED_SWEEP = 256
 
 
@@ -220,7 +212,7 @@ def _task(command: str, dcfg) -> None:
 
                 run_train(cfg)
     except Exception as exc:
-        e = exc if isinstance(exc, StarloopError) else _out_of_memory(exc)
+        e = exc if isinstance(exc, StarloopError) else resource_error(exc)
         if e is None:
             raise
         _error_line(f"error: {e}")
@@ -232,7 +224,7 @@ def _task(command: str, dcfg) -> None:
         sys.exit(e.exit_code)
 
 
-def _out_of_memory(exc: BaseException) -> StarloopError | None:
+def resource_error(exc: BaseException) -> StarloopError | None:
     """An out-of-memory error that no stage turned into advice (loading the model, say), a full disk or an
     over-long path: one line."""
     from starloop.oom import is_oom
@@ -389,6 +381,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     command, rest = argv[0], argv[1:]
     if command == "stage" and any(a in ("-h", "--help", "help") for a in rest):
+        from starloop.stages.command import STAGE_HELP
+
         print(STAGE_HELP)
         return
     if command in ("train", "eval") and any(a in ("-h", "--help", "help") for a in rest):
@@ -426,7 +420,9 @@ def _main(command: str, rest: list[str]) -> None:
             return
         _check_text(rest)
         if command == "stage":
-            _stage(rest)
+            from starloop.stages.command import main as stage_main
+
+            stage_main(rest)
             return
         multirun = any(a in ("-m", "--multirun") for a in rest)
         overrides = rewrite_shorthands([a for a in rest if a not in ("-m", "--multirun")])
@@ -467,58 +463,6 @@ def _main(command: str, rest: list[str]) -> None:
             lock.__exit__(None, None, None)
     if multirun:
         _exit_if_jobs_failed(Path(cfg.out))
-
-
-def stage_config(out: str, overrides: Sequence[str]):
-    """The saved config of the run in `out` (its config.yaml) with `overrides` (key=value) applied."""
-    import yaml
-    from omegaconf import OmegaConf
-
-    from starloop.config import Config, validate
-
-    path = Path(out) / "config.yaml"
-    if not path.is_file():
-        raise StarloopError(f"{path}: missing (starloop stage runs a stage of an existing `starloop train` run "
-                            "folder)")
-    try:
-        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
-        node = OmegaConf.merge(OmegaConf.structured(Config), saved, OmegaConf.from_dotlist(list(overrides)))
-        cfg = OmegaConf.to_object(node)
-    except Exception as e:  # noqa: BLE001 - a damaged file or a bad override: one line naming it
-        key = getattr(e, "full_key", None) or str(path)
-        raise ConfigError(key, str(e).strip().splitlines()[0]) from None
-    cfg.out = str(out)
-    validate(cfg)
-    return cfg
-
-
-def _stage(rest: list[str]) -> None:
-    """`starloop stage NAME out=RUN iteration=K [overrides]`."""
-    from starloop.loop import run_stage
-
-    name = rest[0] if rest and "=" not in rest[0] else None
-    args = dict(a.partition("=")[::2] for a in rest[1 if name else 0:])
-    if name is None:
-        raise ConfigError("stage", "name the stage: starloop stage sample|score|build|train|validate out=RUN "
-                                   "iteration=K")
-    for key in ("out", "iteration"):
-        if not args.get(key):
-            raise ConfigError(key, f"starloop stage {name} needs {key}=")
-    out, k = args.pop("out"), args.pop("iteration")
-    if not k.isdigit():
-        raise ConfigError("iteration", f"{k!r} is not an iteration number")
-    cfg = stage_config(out, [f"{a}={b}" for a, b in args.items()])
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    try:
-        run_stage(cfg, name, int(k))
-    except StarloopError:
-        raise
-    except Exception as exc:
-        e = _out_of_memory(exc)
-        if e is None:
-            raise
-        raise e from None
 
 
 def _exit_if_jobs_failed(sweep_dir: Path) -> None:
