@@ -164,12 +164,15 @@ def compare(ref: Path, out: Path) -> list[str]:
 
 # A run whose sampling parts hit a full disk (the same CLI, with the part writer failing as ENOSPC does).
 _DISK_FULL = (
-    "import errno, sys\nfrom pathlib import Path\nfrom starloop import loop\nreal = loop.write_samples\n"
+    "import errno, sys\nfrom pathlib import Path\n"
+    "try:\n    from starloop.stages import sampling as writer\n"
+    "except ImportError:\n    from starloop import loop as writer\n"
+    "real = writer.write_samples\n"
     "def full(path, samples):\n"
     "    if 'part_' in Path(path).name:\n"
     "        raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
     "    real(path, samples)\n"
-    "loop.write_samples = full\nfrom starloop.cli import main\nmain(sys.argv[1:])\n")
+    "writer.write_samples = full\nfrom starloop.cli import main\nmain(sys.argv[1:])\n")
 
 
 def _one_line(r: subprocess.CompletedProcess, *needles: str) -> list[str]:

@@ -215,20 +215,23 @@ def gen_checkpoint_fit(g) -> None:
 
 @contextlib.contextmanager
 def _disk_full_while_sampling():
-    from starloop import loop
+    try:
+        from starloop.stages import sampling as writer
+    except ImportError:  # versions before the stages had a module of their own
+        from starloop import loop as writer
 
-    real = loop.write_samples
+    real = writer.write_samples
 
     def full(path, samples):
         if "part_" in Path(path).name:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, samples)
 
-    loop.write_samples = full
+    writer.write_samples = full
     try:
         yield
     finally:
-        loop.write_samples = real
+        writer.write_samples = real
 
 
 def gen_environment(g) -> None:

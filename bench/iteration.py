@@ -3,7 +3,8 @@
     python bench/iteration.py                       # embedded model on CPU: 16 questions x 2 samples, 128 tokens
     python bench/iteration.py --sampler static hf   # the same iteration once per sampler backend
 
-Runs `starloop.loop.run_train` with iterations=1 in a fresh folder and times its stages by wrapping them.
+Runs `starloop.loop.run_train` with iterations=1 in a fresh folder and times its stages by wrapping them
+(the entries of `starloop.stages.STAGES`).
 Sampling tokens/s counts generated tokens (up to EOS); training tokens/s is the loop's own count of prompt +
 completion tokens per second.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 from common import environment, out_dir, table, write_json
 
-from starloop import loop
+from starloop import loop, stages
 from starloop.config import Config, DataConfig, EvalConfig, ModelConfig, TrainerConfig
 from starloop.records import read_samples
 
@@ -37,7 +38,7 @@ def run_once(args, sampler: str, workdir: Path) -> dict:
                 times[name] += time.perf_counter() - t
         return wrapper
 
-    originals = {n: getattr(loop, n) for n in ("sample_stage", "train_stage", "validate_stage", "score_iteration")}
+    originals = dict(stages.STAGES)
     out = workdir / f"run-{sampler}"
     cfg = Config(
         model=ModelConfig(name=args.model, device=args.device, sampler=sampler),
@@ -49,16 +50,16 @@ def run_once(args, sampler: str, workdir: Path) -> dict:
         out=str(out), progress=False,
     )
     try:
-        # validate_stage's own sampling is counted under validate, not under sample
-        loop.validate_stage = timed("validate", originals["validate_stage"])
-        loop.score_iteration = timed("sample+score", originals["score_iteration"])
-        loop.train_stage = timed("train", originals["train_stage"])
+        # the validate stage's own sampling is counted under validate, not under sample
+        stages.STAGES.update(validate=timed("validate", originals["validate"]),
+                             sample=timed("sample+score", originals["sample"]),
+                             score=timed("sample+score", originals["score"]),
+                             train=timed("train", originals["train"]))
         t0 = time.perf_counter()
         loop.run_train(cfg)
         total = time.perf_counter() - t0
     finally:
-        for n, f in originals.items():
-            setattr(loop, n, f)
+        stages.STAGES.update(originals)
     gen = read_samples(out / "iter_1" / "generations.csv")
     val = read_samples(out / "iter_1" / "val" / "generations.csv")
     log = [json.loads(x) for x in (out / "iter_1" / "train" / "log.jsonl").read_text().splitlines() if x.strip()]

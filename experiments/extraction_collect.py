@@ -2,7 +2,7 @@
 
     python experiments/extraction_collect.py FIXTURE EVAL_DIR [EVAL_DIR ...]
 
-Each EVAL_DIR is an `out=` folder of `starloop eval` (results.csv + config.yaml). One JSON line per
+Each EVAL_DIR is an `out=` folder of `starloop eval` (generations.csv + config.yaml). One JSON line per
 output: the model, language, prompt strategy, decoding, whether generation hit the token limit, the
 option texts and the output text. Records already in FIXTURE keep their hand labels (`label`, `kind`,
 `note`); new ones get `label: "?"` for a person to fill in after reading the output in full. The
@@ -20,6 +20,7 @@ import yaml
 from starloop.config import DataConfig
 from starloop.data import load_questions
 from starloop.errors import StarloopError
+from starloop.evaluate import eval_samples_path
 from starloop.records import read_samples
 
 
@@ -33,7 +34,7 @@ def collect(folder: Path) -> list[dict]:
     questions = {q.id: q for q in load_questions(data, data.split)}
     temp = float(cfg["eval"]["temperature"])
     out = []
-    for s in read_samples(folder / "results.csv"):
+    for s in read_samples(eval_samples_path(folder)):
         q = questions[s.question_id]
         out.append({
             "id": f"{folder.name}/{s.question_id}",

@@ -13,7 +13,7 @@ T="eval.temperature=0.7 eval.top_p=0.95"
 runs=()
 run() {  # name, then overrides
   local name=$1; shift
-  [ -f "$OUT/$name/results.csv" ] || starloop eval progress=false eval.batch_size=16 "out=$OUT/$name" "$@" | tail -n 1
+  [ -f "$OUT/$name/generations.csv" ] || [ -f "$OUT/$name/results.csv" ] || starloop eval progress=false eval.batch_size=16 "out=$OUT/$name" "$@" | tail -n 1
   runs+=("$OUT/$name")
 }
 afr() { echo data=mmlu-afr data.language="$1" data.limit="$2"; }

@@ -174,8 +174,10 @@ def wall_times(lm_out: Path, sl_out: Path) -> tuple[float, float]:
 
 
 def read_starloop(out: Path) -> dict[str, dict]:
+    from starloop.evaluate import eval_samples_path
+
     rows = {}
-    with open(out / "results.csv", encoding="utf-8", newline="") as f:
+    with open(eval_samples_path(out), encoding="utf-8", newline="") as f:
         for r in csv.DictReader(f):
             rows[r["question_id"]] = {"letter": r["extracted"], "gold": r["gold"],
                                       "logp": [float(r[f"logp_{L}"]) for L in LETTERS]}

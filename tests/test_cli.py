@@ -24,7 +24,7 @@ def test_eval_tiny_writes_results(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     summary = last_json(r.stdout)
     assert summary["n"] == 8 and 0 <= summary["accuracy"] <= 1 and "parse_rate" in summary
-    assert (out / "results.csv").exists() and (out / "config.yaml").exists()
+    assert (out / "generations.csv").exists() and (out / "config.yaml").exists()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 8 and "by_subject" in metrics
 
@@ -101,3 +101,16 @@ def test_other_errors_are_not_swallowed(tmp_path, monkeypatch, capsys):
         cli.main(["eval", "model=tiny-random", "data.limit=2", f"out={tmp_path / 'x'}"])
     err = capsys.readouterr().err
     assert e.value.code == 1 and "Traceback" in err and "a bug, not a user error" in err
+
+
+def test_an_eval_folder_of_an_older_version_is_still_read(tmp_path):
+    """Eval folders written before the sample tables had one name hold results.csv, not generations.csv."""
+    from starloop.evaluate import eval_samples_path
+    from starloop.runstate import folder_owner
+
+    assert eval_samples_path(tmp_path) == tmp_path / "generations.csv"
+    (tmp_path / "results.csv").write_text("question_id,prompt,rationale\n")
+    assert eval_samples_path(tmp_path) == tmp_path / "results.csv"
+    assert folder_owner(tmp_path) == "eval"
+    (tmp_path / "generations.csv").write_text("question_id,prompt,rationale\n")
+    assert eval_samples_path(tmp_path) == tmp_path / "generations.csv"

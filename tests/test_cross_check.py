@@ -9,7 +9,7 @@ import torch
 
 from starloop.config import PromptConfig
 from starloop.degenerate import apply_repetition_policy
-from starloop.evaluate import add_forced_choice, score_generation
+from starloop.evaluate import add_forced_choice, generation_to_sample
 from starloop.metrics import cross_check, summarize
 from starloop.records import Question, Sample
 from starloop.sampling import Generation
@@ -48,10 +48,10 @@ def test_score_generation_applies_the_policy_and_keeps_the_raw_letter():
     q = Question(id="q", subject="s", language="en", question="?", choices=("w", "x", "y", "z"), answer=1)
     loop = "The answer is (B).\n" * 12
     gen = Generation(text=loop, n_tokens=96, truncated=True)
-    scored = score_generation(q, "prompt", gen, 0)
+    scored = generation_to_sample(q, "prompt", gen, 0)
     assert (scored.extracted, scored.status, scored.extra) == ("", "no_answer", {"extracted_raw": "B"})
     assert "no_answer" in scored.degenerate and "repetition" in scored.degenerate
-    kept = score_generation(q, "prompt", gen, 0, repetition="extracted")
+    kept = generation_to_sample(q, "prompt", gen, 0, repetition="extracted")
     assert (kept.extracted, kept.status, kept.extra) == ("B", "correct", {})
 
 
@@ -98,7 +98,7 @@ def test_eval_writes_the_cross_check_per_language_and_report_shows_it(tmp_path):
     assert metrics["by_language"]
     for line in metrics["by_language"].values():
         assert "forced_choice_accuracy" in line
-    header = (out / "results.csv").read_text().splitlines()[0]
+    header = (out / "generations.csv").read_text().splitlines()[0]
     assert "forced_choice" in header
     md = report_main([str(out), "--out", str(tmp_path / "r")]).read_text()
     assert "extraction vs forced choice" in md

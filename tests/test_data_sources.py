@@ -102,7 +102,7 @@ def test_ten_options_end_to_end_prompt_extraction_logits_and_rewards(tiny):
     from starloop import evaluate, extract, prompts
     from starloop.config import PromptConfig
     from starloop.records import Sample
-    from starloop.scoring import add_rewards
+    from starloop.scoring import add_reward_columns
 
     model, tok = tiny
     qs = [q for q in _load("mmlu-pro", "test") if len(q.choices) == 10]
@@ -117,5 +117,5 @@ def test_ten_options_end_to_end_prompt_extraction_logits_and_rewards(tiny):
                for s in logit)
     smp = [Sample(question_id=q.id, sample_index=0, prompt=text, rationale="Hmm. The answer is (J).",
                   correct=q.gold_letter == "J", status="correct", language="en")]
-    add_rewards(model, tok, smp, {q.id: q}, label_dist="smoothed", label_smoothing=0.1)
+    add_reward_columns(model, tok, smp, {q.id: q}, label_dist="smoothed", label_smoothing=0.1)
     assert len(smp[0].extra["answer_dist"].split()) == 10

@@ -6,7 +6,7 @@ import unicodedata
 
 import pytest
 
-from starloop.extract import extract_answer, fold, score
+from starloop.extract import answer_status, extract_answer, fold
 from starloop.prompts import LANGUAGES, answer_line
 
 PLANETS = ["Venus", "Mars", "Earth", "Jupiter"]
@@ -197,9 +197,9 @@ def test_fold_strips_tone_marks_and_width() -> None:
     assert fold("（Ｂ）") == "(B)"
 
 
-def test_score() -> None:
-    assert score("B", "B") == "correct"
-    assert score("b", "B") == "correct"
-    assert score("A", "B") == "wrong"
-    assert score(None, "B") == "no_answer"
-    assert score("", "B") == "no_answer"
+def test_answer_status() -> None:
+    assert answer_status("B", "B") == "correct"
+    assert answer_status("b", "B") == "correct"
+    assert answer_status("A", "B") == "wrong"
+    assert answer_status(None, "B") == "no_answer"
+    assert answer_status("", "B") == "no_answer"

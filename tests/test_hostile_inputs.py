@@ -322,22 +322,22 @@ def test_corrupt_gguf_one_line(base, tmp_path, monkeypatch):
 
 
 def test_disk_full_while_sampling_is_one_line_and_the_rerun_resumes(base, tmp_path, monkeypatch):
-    from starloop import loop
+    from starloop.stages import sampling
 
     data, _ = base
     out = tmp_path / "run"
-    real = loop.write_samples
+    real = sampling.write_samples
 
     def full(path, samples):
         if "part_" in Path(path).name:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, samples)
 
-    monkeypatch.setattr(loop, "write_samples", full)
+    monkeypatch.setattr(sampling, "write_samples", full)
     code, _, err = run_cli(["train", *RUN, f"data.path={data}", f"out={out}"])
     line = one_line(err)
     assert code == 2 and "no space left" in line and "part_" in line
-    monkeypatch.setattr(loop, "write_samples", real)
+    monkeypatch.setattr(sampling, "write_samples", real)
     code, _, err = run_cli(["train", *RUN, f"data.path={data}", f"out={out}"])
     assert code == 0, err[-2000:]
 
@@ -348,7 +348,7 @@ def test_hydra_chdir_writes_where_out_says(base, tmp_path):
                         "hydra.job.chdir=true", "out=relrun"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=600, check=False, env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")})
     assert r.returncode == 0, r.stderr[-2000:]
-    assert (tmp_path / "relrun" / "results.csv").exists() and not (tmp_path / "relrun" / "relrun").exists()
+    assert (tmp_path / "relrun" / "generations.csv").exists() and not (tmp_path / "relrun" / "relrun").exists()
 
 
 def test_step_lines_of_an_unfinished_iteration_are_dropped_on_resume(tmp_path):

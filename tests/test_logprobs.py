@@ -7,7 +7,6 @@ import copy
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from starloop import logprobs as lp
 from starloop.logprobs import (
@@ -17,24 +16,13 @@ from starloop.logprobs import (
     position_ids_from_mask,
     sequence_logprobs,
 )
+from starloop.models import tiny_random_model
 
 VOCAB = 211
 
 
-def tiny_llama(vocab: int = VOCAB, attn: str = "sdpa", seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        attn_implementation=attn,
-        pad_token_id=0,
-    )
-    return LlamaForCausalLM(config).float().eval()
+def tiny_llama(vocab: int = VOCAB, attn: str = "sdpa", seed: int = 0):
+    return tiny_random_model(seed, vocab_size=vocab, attn_implementation=attn).float().eval()
 
 
 def naive_logprob(model, context: list[int], continuation: list[int]) -> float:

@@ -43,9 +43,10 @@ def test_few_shot_examples_are_per_language():
 def test_train_loop_samples_and_validates_with_few_shot(tmp_path, monkeypatch):
     """Bug: prompt.few_shot never reached the loop's sampling or its validation."""
     from starloop import loop
+    from starloop.stages import sampling
 
     rec = Recorder()
-    monkeypatch.setattr(loop, "make_sampler", lambda *a, **k: rec)
+    monkeypatch.setattr(sampling, "make_sampler", lambda *a, **k: rec)
     cfg = Config(model=ModelConfig(name="tiny-random"), data=DataConfig(limit=6), prompt=PromptConfig(few_shot=1),
                  eval=EvalConfig(max_new_tokens=8),
                  trainer=TrainerConfig(iterations=1, samples_per_question=2, max_new_tokens=8, train_limit=4,

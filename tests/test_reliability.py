@@ -170,7 +170,7 @@ def test_full_disk_refused_with_one_line(tmp_path, monkeypatch):
 @pytest.fixture
 def tiny_policy(tmp_path):
     from starloop.config import Config, DataConfig, ModelConfig, TrainerConfig
-    from starloop.loop import Policy
+    from starloop.policy import Policy
 
     cfg = Config(model=ModelConfig(name="tiny-random"), data=DataConfig(limit=4), out=str(tmp_path),
                  trainer=TrainerConfig(lora_r=4, train_batch_size=2, strategy="sft"), progress=False)
@@ -184,11 +184,23 @@ def _examples(n=6):
             for i in range(n)]
 
 
+def _train_stage(policy, cfg, k):
+    """The train stage of iteration k, on _examples() as the iteration's training data."""
+    import json
+    from dataclasses import asdict
+
+    from starloop import stages
+
+    run = stages.Run(cfg, Path(cfg.out), {"train": [], "val": []}, policy)
+    io.write_text(run.iter(k) / "train_data.jsonl", "".join(json.dumps(asdict(x)) + "\n" for x in _examples()))
+    return stages.train(run, k)
+
+
 def test_nan_steps_stop_the_run_and_keep_the_last_good_adapter(tiny_policy, tmp_path, monkeypatch, caplog):
-    from starloop import loop, train
+    from starloop import train
 
     policy, cfg = tiny_policy
-    good = loop.train_stage(policy, cfg, 1, _examples(), tmp_path / "iter_1" / "train", None)
+    good = _train_stage(policy, cfg, 1)
     assert good["steps"] > 0
     adapter = tmp_path / "iter_1" / "train" / "adapter"
     before = {p.name: p.read_bytes() for p in adapter.iterdir()}
@@ -202,7 +214,7 @@ def test_nan_steps_stop_the_run_and_keep_the_last_good_adapter(tiny_policy, tmp_
     monkeypatch.setattr(strategies.get("sft"), "batch_loss", nan_loss)
     cfg.trainer.inner_epochs = 3  # 9 steps: enough for MAX_NONFINITE_IN_A_ROW in a row
     with caplog.at_level(logging.WARNING), pytest.raises(StarloopError, match="non-finite.*last good adapter"):
-        loop.train_stage(policy, cfg, 2, _examples(), tmp_path / "iter_2" / "train", adapter)
+        _train_stage(policy, cfg, 2)
     assert sum("step skipped" in r.message for r in caplog.records) == train.MAX_NONFINITE_IN_A_ROW
     assert not (tmp_path / "iter_2" / "train" / "adapter").exists() and not io.is_done(tmp_path / "iter_2" / "train")
     assert {p.name: p.read_bytes() for p in adapter.iterdir()} == before
@@ -266,18 +278,18 @@ def test_letter_logit_eval_backs_off_on_oom(tiny, questions, caplog):
 
 def test_reward_scoring_backs_off_on_oom(tiny, questions, caplog):
     from starloop.records import Sample
-    from starloop.scoring import add_rewards
+    from starloop.scoring import add_reward_columns
 
     model, tok = tiny
     by_id = {q.id: q for q in questions}
     samples = [Sample(question_id=q.id, sample_index=j, prompt=f"Q: {q.question}\n", rationale=f"Think {j}.")
                for q in questions[:3] for j in range(2)]
     ref = [Sample(**{**s.__dict__, "extra": {}}) for s in samples]
-    add_rewards(model, tok, ref, by_id, batch_size=4)
+    add_reward_columns(model, tok, ref, by_id, batch_size=4)
     handle, seen = _oom_above(model, 4)
     try:
         with caplog.at_level(logging.WARNING):
-            add_rewards(model, tok, samples, by_id, batch_size=16)
+            add_reward_columns(model, tok, samples, by_id, batch_size=16)
     finally:
         handle.remove()
     assert "out of memory while scoring rewards" in caplog.text and max(seen) == 16

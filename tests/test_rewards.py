@@ -11,7 +11,6 @@ import torch
 from starloop.losses import advantages, policy_gradient_loss
 from starloop.rewards import (
     answer_logprob_reward,
-    correct_reward,
     expected_likelihood_reward,
     gain_reward,
     model_labels,
@@ -24,8 +23,7 @@ def t(*values: float) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float64)
 
 
-def test_correct_and_answer_logprob():
-    assert correct_reward(torch.tensor([True, False, True])).tolist() == [1.0, 0.0, 1.0]
+def test_answer_logprob_is_a_constant():
     logp = t(-0.5, -2.0).requires_grad_()
     r = answer_logprob_reward(logp)
     assert r.tolist() == [-0.5, -2.0] and not r.requires_grad  # rewards are constants
@@ -125,7 +123,7 @@ def test_below_random_only_likelihood_rewards_give_gradient():
         (g,) = torch.autograd.grad(loss, logp_rationale)
         return g
 
-    adv_01 = advantages(correct_reward(correct), baseline="rloo")
+    adv_01 = advantages(correct.double(), baseline="rloo")  # the `correct` reward: 1[answer(z) = y*]
     assert torch.count_nonzero(adv_01) == 0
     assert torch.count_nonzero(grad_of(adv_01)) == 0  # 0/1 rewards: nothing to learn from
 

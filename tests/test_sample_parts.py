@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from starloop import evaluate, loop
+from starloop import evaluate
 from starloop.config import Config, ModelConfig
+from starloop.policy import Policy
 from starloop.records import Question, read_samples
+from starloop.stages import sampling
 
 
 def test_part_questions_fills_every_batch():
-    assert loop.part_questions(batch_size=16, k=4) == loop.PART_QUESTIONS  # small batches: the floor
-    assert loop.part_questions(batch_size=256, k=1) == 256
-    assert loop.part_questions(batch_size=256, k=4) == 64
-    assert loop.part_questions(batch_size=256, k=3) == 86  # rounded up: no half-empty last batch
-    assert loop.part_questions(batch_size=256, k=4, processes=2) == 128
+    assert sampling.part_questions(batch_size=16, k=4) == sampling.PART_QUESTIONS  # small batches: the floor
+    assert sampling.part_questions(batch_size=256, k=1) == 256
+    assert sampling.part_questions(batch_size=256, k=4) == 64
+    assert sampling.part_questions(batch_size=256, k=3) == 86  # rounded up: no half-empty last batch
+    assert sampling.part_questions(batch_size=256, k=4, processes=2) == 128
 
 
 @pytest.fixture
 def policy():
-    return loop.Policy(Config(model=ModelConfig(name="tiny-random")))
+    return Policy(Config(model=ModelConfig(name="tiny-random")))
 
 
 def _questions(n):
@@ -36,8 +38,8 @@ def _sample(policy, folder, questions, batch_size, calls):
 
     evaluate.sample_questions = counting
     try:
-        return loop.sample_stage(policy, policy.cfg, questions, folder, k=2, seed_parts=(0, "t"), temperature=1.0,
-                                 top_p=1.0, max_new_tokens=4, batch_size=batch_size, desc="t")
+        return sampling.sample_to_folder(policy, policy.cfg, questions, folder, k=2, seed_parts=(0, "t"), temperature=1.0,
+                                             top_p=1.0, max_new_tokens=4, batch_size=batch_size, desc="t")
     finally:
         evaluate.sample_questions = real
 
@@ -52,7 +54,7 @@ def test_resume_reuses_parts_written_with_another_batch_size(policy, tmp_path, m
 
     # A run killed after its first part: the part is saved, nothing else. Resume with a larger batch.
     folder = tmp_path / "a"
-    monkeypatch.setattr(loop, "write_samples", _fail_after_first_part(loop.write_samples))
+    monkeypatch.setattr(sampling, "write_samples", _fail_after_first_part(sampling.write_samples))
     with pytest.raises(KeyboardInterrupt):
         _sample(policy, folder, qs, batch_size=8, calls=[])
     monkeypatch.undo()

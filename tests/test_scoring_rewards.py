@@ -9,7 +9,7 @@ import pytest
 
 from starloop.errors import DataError
 from starloop.records import Sample
-from starloop.scoring import add_rewards, read_soft_labels
+from starloop.scoring import add_reward_columns, read_soft_labels
 
 
 def _samples(questions, hinted_last=False):
@@ -31,7 +31,7 @@ def test_expected_likelihood_uses_the_configured_label_distribution(tiny, questi
     model, tok = tiny
     by_id = {q.id: q for q in questions}
     gold = _samples(questions)
-    add_rewards(model, tok, gold, by_id, label_dist="gold")
+    add_reward_columns(model, tok, gold, by_id, label_dist="gold")
     from starloop.config import CHOICES
     from starloop.rewards import REWARDS
 
@@ -39,7 +39,7 @@ def test_expected_likelihood_uses_the_configured_label_distribution(tiny, questi
     assert CHOICES["trainer.reward"] == ("correct", *REWARDS)
     assert all(s.extra["expected_likelihood"] == pytest.approx(s.extra["answer_logprob"], abs=1e-5) for s in gold)
     smooth = _samples(questions)
-    add_rewards(model, tok, smooth, by_id, label_dist="smoothed", label_smoothing=0.3)
+    add_reward_columns(model, tok, smooth, by_id, label_dist="smoothed", label_smoothing=0.3)
     for s in smooth:  # log(0.7 p(gold) + 0.1 sum of the others), from the saved per-letter log-probs
         lp = _letters(s)
         g = "ABCD"[by_id[s.question_id].answer]
@@ -47,12 +47,12 @@ def test_expected_likelihood_uses_the_configured_label_distribution(tiny, questi
         assert s.extra["expected_likelihood"] == pytest.approx(want, abs=1e-3)
         assert s.extra["expected_likelihood"] != pytest.approx(s.extra["answer_logprob"], abs=1e-3)
     model_d = _samples(questions)
-    add_rewards(model, tok, model_d, by_id, label_dist="model")
+    add_reward_columns(model, tok, model_d, by_id, label_dist="model")
     assert any(abs(a.extra["expected_likelihood"] - b.extra["expected_likelihood"]) > 1e-4
                for a, b in zip(model_d, smooth))
     soft = {q.id: [0.25, 0.25, 0.25, 0.25] for q in questions}
     uni = _samples(questions)
-    add_rewards(model, tok, uni, by_id, label_dist="file", soft_labels=soft)
+    add_reward_columns(model, tok, uni, by_id, label_dist="file", soft_labels=soft)
     for s in uni:  # uniform D: the log of the mean letter probability
         want = math.log(sum(math.exp(v) for v in _letters(s).values()) / 4)
         assert s.extra["expected_likelihood"] == pytest.approx(want, abs=1e-3)
@@ -62,7 +62,7 @@ def test_hinted_samples_stay_out_of_the_quiet_star_baseline(tiny, questions):
     model, tok = tiny
     by_id = {q.id: q for q in questions}
     smp = _samples(questions, hinted_last=True)
-    add_rewards(model, tok, smp, by_id)
+    add_reward_columns(model, tok, smp, by_id)
     for i in (0, 3):  # each question: samples i, i+1 on-policy, i+2 hinted
         a, b, h = (smp[i + j].extra["answer_logprob"] for j in range(3))
         base = (a + b) / 2

@@ -28,19 +28,9 @@ if not hasattr(DPOTrainer, "_compute_loss"):
 
 
 def tiny_llama() -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from starloop.models import tiny_random_model
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=211,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=0,
-    )
-    return LlamaForCausalLM(config).float()
+    return tiny_random_model(0, vocab_size=211).float()
 
 
 BETA = 0.1

@@ -1,7 +1,8 @@
-"""Command line: `starloop train | eval | report`, Hydra overrides and multirun sweeps.
+"""Command line: `starloop train | eval | stage | report`, Hydra overrides and multirun sweeps.
 
     starloop eval model=tiny-random data.limit=8 out=runs/smoke
     starloop train -m trainer.lr=1e-5,2e-5 trainer.dpo_beta=0.1,0.3
+    starloop stage score out=runs/train iteration=2
     starloop report runs/a runs/b
 
 Overrides are validated (unknown keys, wrong types, out-of-range values) before Hydra starts or any
@@ -20,11 +21,14 @@ from pathlib import Path
 
 from starloop.errors import ConfigError, DataError, StarloopError
 
-COMMANDS = ("train", "eval", "report")
-USAGE = """usage: starloop {train,eval,report} [key=value ...] [-m]
+COMMANDS = ("train", "eval", "stage", "report")
+USAGE = """usage: starloop {train,eval,stage,report} [key=value ...] [-m]
 
   starloop eval [overrides]      evaluate a model or checkpoint (eval.mode=generate|logit)
   starloop train [overrides]     run the STaR loop (trainer.strategy=sft|dpo|reinforce|weighted_sft)
+  starloop stage NAME out=RUN iteration=K [overrides]
+                                 run one stage (sample|score|build|train|validate) of iteration K of an
+                                 existing train run, from its files and its saved config.yaml
   starloop report RUN [RUN ...]  write a Markdown report with plots for run folders
 
 common overrides: model=smollm2-135m|qwen2.5-0.5b|llama-3.1-8b|tiny-random|PATH|HUB_ID  data=mmlu|mmlu-afr|...
@@ -207,8 +211,8 @@ def _task(command: str, dcfg) -> None:
                 from starloop.loop import run_train
 
                 run_train(cfg)
-    except Exception as exc:  # noqa: BLE001 - only user errors, out of memory and a full disk become one line
-        e = exc if isinstance(exc, StarloopError) else _out_of_memory(exc)
+    except Exception as exc:
+        e = exc if isinstance(exc, StarloopError) else resource_error(exc)
         if e is None:
             raise
         _error_line(f"error: {e}")
@@ -220,11 +224,11 @@ def _task(command: str, dcfg) -> None:
         sys.exit(e.exit_code)
 
 
-def _out_of_memory(exc: BaseException) -> StarloopError | None:
+def resource_error(exc: BaseException) -> StarloopError | None:
     """An out-of-memory error that no stage turned into advice (loading the model, say), a full disk or an
     over-long path: one line."""
+    from starloop.oom import is_oom
     from starloop.runstate import disk_error
-    from starloop.sampling import is_oom
 
     if isinstance(exc, OSError) and disk_error(exc) is not None:
         return disk_error(exc)
@@ -282,13 +286,13 @@ def preflight(command: str, cfg, multirun: bool = False, seen: set[str] | None =
             if cfg.prompt.few_shot:
                 load_questions(d, "dev")
         else:
-            from starloop.loop import run_questions
+            from starloop.stages.sampling import run_questions
 
             questions = run_questions(cfg)
     if seen is None or key not in seen:
         if command == "train":
-            from starloop.loop import check_preloads
             from starloop.records import read_samples
+            from starloop.stages.sampling import check_preloads
 
             if questions is not None:
                 check_preloads(cfg, questions)
@@ -376,6 +380,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(USAGE)
         return
     command, rest = argv[0], argv[1:]
+    if command == "stage" and any(a in ("-h", "--help", "help") for a in rest):
+        from starloop.stages.command import STAGE_HELP
+
+        print(STAGE_HELP)
+        return
     if command in ("train", "eval") and any(a in ("-h", "--help", "help") for a in rest):
         from starloop.hydra_config import command_help
 
@@ -390,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from starloop.runstate import EVAL_INTERRUPTED_MESSAGE, INTERRUPTED_MESSAGE, Interrupted, raise_on_sigterm
 
     previous = signal.getsignal(signal.SIGTERM)
-    if command == "train" and threading.current_thread() is threading.main_thread():
+    if command in ("train", "stage") and threading.current_thread() is threading.main_thread():
         raise_on_sigterm()  # preemption (Slurm sends SIGTERM first): unwind, abandon the write in progress
     try:
         _main(command, rest)
@@ -398,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         _error_line(EVAL_INTERRUPTED_MESSAGE if command == "eval" else INTERRUPTED_MESSAGE)
         sys.exit(128 + (signal.SIGTERM if isinstance(e, Interrupted) else signal.SIGINT))
     finally:
-        if command == "train" and threading.current_thread() is threading.main_thread():
+        if command in ("train", "stage") and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
 
 
@@ -410,6 +419,11 @@ def _main(command: str, rest: list[str]) -> None:
             report_main(rest)
             return
         _check_text(rest)
+        if command == "stage":
+            from starloop.stages.command import main as stage_main
+
+            stage_main(rest)
+            return
         multirun = any(a in ("-m", "--multirun") for a in rest)
         overrides = rewrite_shorthands([a for a in rest if a not in ("-m", "--multirun")])
         checked: set[str] = set()

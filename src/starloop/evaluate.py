@@ -41,7 +41,7 @@ def chat_prompts(tokenizer, questions: Sequence[Question], pcfg: PromptConfig, f
     return out
 
 
-def score_generation(q: Question, prompt: str, gen: Generation, sample_index: int,
+def generation_to_sample(q: Question, prompt: str, gen: Generation, sample_index: int,
                      expected_language: str | None = None, hinted: bool = False,
                      repetition: str = "no_answer") -> Sample:
     """Extract, flag and score one generation; `repetition` is the `scoring.repetition` policy.
@@ -54,7 +54,7 @@ def score_generation(q: Question, prompt: str, gen: Generation, sample_index: in
     flags = degenerate.detect(gen.text, truncated=gen.truncated, expected_language=expected_language,
                               extracted=raw)
     letter, flags = degenerate.apply_repetition_policy(raw, flags, repetition)
-    status = extract.score(letter, q.gold_letter)
+    status = extract.answer_status(letter, q.gold_letter)
     return Sample(
         question_id=q.id, sample_index=sample_index, prompt=prompt, rationale=gen.text,
         extracted=letter or "", gold=q.gold_letter, correct=status == "correct", status=status,
@@ -92,7 +92,7 @@ def sample_questions(sampler: Sampler, tokenizer, questions: Sequence[Question],
     bar.set_postfix(tok_s=f"{sum(g.n_tokens for g in gens) / max(time.time() - t0, 1e-9):.0f}")
     bar.close()
     return [
-        score_generation(questions[qi], plain[qi], g, j, expected_language(questions[qi], pcfg),
+        generation_to_sample(questions[qi], plain[qi], g, j, expected_language(questions[qi], pcfg),
                          hinted=hints is not None, repetition=repetition)
         for (qi, j), g in zip(flat_q, gens)
     ]
@@ -134,7 +134,7 @@ def letter_logit_samples(model, tokenizer, questions: Sequence[Question], few_sh
 
     On CUDA out-of-memory the batch size is halved and the batch retried (logged).
     """
-    from starloop.sampling import halved_batch_size
+    from starloop.oom import halved_batch_size
 
     device = model.device
     texts_all = [prompts.letter_prompt(q, few_shot=shots_for(few_shot, q)) for q in questions]
@@ -166,7 +166,7 @@ def letter_logit_samples(model, tokenizer, questions: Sequence[Question], few_sh
                 scores = torch.stack([logp[r, t] for t in letter_ids])
                 pick = int(torch.argmax(scores))  # first maximum: ties go to the first option
                 letter = q.letters[pick]
-                status = extract.score(letter, q.gold_letter)
+                status = extract.answer_status(letter, q.gold_letter)
                 results[i] = Sample(question_id=q.id, sample_index=0, prompt=texts[r], rationale="",
                                     extracted=letter, gold=q.gold_letter, correct=status == "correct",
                                     status=status, language=q.language, subject=q.subject,
@@ -230,14 +230,22 @@ def evaluate_questions(model, tokenizer, questions: Sequence[Question], cfg: Con
                             repetition=cfg.scoring.repetition)
 
 
+def eval_samples_path(out: Path) -> Path:
+    """The sample table of a `starloop eval` folder: generations.csv, the name every sample table has
+    (results.csv in folders written before the names were made one)."""
+    out = Path(out)
+    return out / "results.csv" if not (out / "generations.csv").exists() and (out / "results.csv").exists() \
+        else out / "generations.csv"
+
+
 def write_eval(out: Path, samples: Sequence[Sample], summary: dict, cfg_dict: dict) -> None:
-    """results.csv (one row per question), metrics.json and config.yaml, each written atomically."""
+    """generations.csv (one row per question), metrics.json and config.yaml, each written atomically."""
     from omegaconf import OmegaConf
 
     from starloop.io import write_json, write_text
     from starloop.records import write_samples
 
-    write_samples(out / "results.csv", list(samples))
+    write_samples(out / "generations.csv", list(samples))
     write_json(out / "metrics.json", summary)
     write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg_dict)))
 
@@ -261,7 +269,6 @@ def run_eval(cfg: Config) -> dict:
     import logging
 
     from starloop.config import to_dict
-    from starloop.data import load_questions
     from starloop.metrics import format_table, group_summaries, summarize
     from starloop.models import load_adapter, load_model, resolve_checkpoint
 

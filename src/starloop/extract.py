@@ -398,7 +398,7 @@ def extract_answer(
     return _decide(folded, statements) if statements else None
 
 
-def score(extracted: str | None, gold_letter: str) -> str:
+def answer_status(extracted: str | None, gold_letter: str) -> str:
     """correct / wrong / no_answer: the `Sample.status` of an extracted letter against the gold letter."""
     if not extracted:
         return "no_answer"

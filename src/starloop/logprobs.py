@@ -218,7 +218,7 @@ def answer_letter_logprobs(
             whole_ids = whole["input_ids"]
             contexts.append(whole_ids[: len(ctx_ids)])
             continuations.append(whole_ids[len(ctx_ids) :])
-    from starloop.sampling import halved_batch_size
+    from starloop.oom import halved_batch_size
 
     scores = []
     start = 0

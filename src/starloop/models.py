@@ -111,7 +111,7 @@ def _finish_tokenizer(tok):
 # --- models --------------------------------------------------------------------------------------
 
 
-def tiny_random_model(seed: int = 0, vocab_size: int = 49152):
+def tiny_random_model(seed: int = 0, vocab_size: int = 49152, attn_implementation: str | None = None):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -129,6 +129,7 @@ def tiny_random_model(seed: int = 0, vocab_size: int = 49152):
         # Wider than the 0.02 default so that outputs are not near-uniform: a LoRA on this model can then
         # fit a batch (single-batch mode, training tests) as a real model would.
         initializer_range=0.2,
+        attn_implementation=attn_implementation,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -314,7 +315,7 @@ def load_model(cfg: ModelConfig, for_training: bool = False):
             tok = AutoTokenizer.from_pretrained(src, **({"gguf_file": gguf} if gguf else {}))
             model = AutoModelForCausalLM.from_pretrained(src, **kwargs).to(device)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError) as e:
-            from starloop.sampling import is_oom
+            from starloop.oom import is_oom
 
             if is_oom(e):
                 raise

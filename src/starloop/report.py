@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from starloop import io
 from starloop.errors import StarloopError
+from starloop.markdown import pct, table
 from starloop.plots import (
     CHANCE_CHOICES,
     Style,
@@ -55,10 +54,6 @@ log = logging.getLogger("starloop.report")
 
 
 # --- the report ----------------------------------------------------------------------------------
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
 def _acc_ci(line: dict | None) -> str:
@@ -94,15 +89,6 @@ def _strategy_keys(strategy: str, t: dict) -> list[str]:
     return [f"{label} {t[k]}" for k, label in (s.headline if s else {}).items() if k in t]
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return out
-
-
 def write_report(runs: Sequence[Run], evals: Sequence[EvalResult], out: Path) -> Path:
     """<out>/report.md plus its PNG plots; returns the Markdown path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -121,7 +107,7 @@ def write_report(runs: Sequence[Run], evals: Sequence[EvalResult], out: Path) ->
                 _acc_ci(lines[0] if lines else None), _acc_ci(lines[-1] if lines else None),
                 f"{_acc_ci(best)} (iter {best['iteration']})" if best else "–", r.status, f"`{r.path}`",
             ])
-        md += _table(["run", "strategy", "model", "data / language", "prompt", "hyperparameters",
+        md += table(["run", "strategy", "model", "data / language", "prompt", "hyperparameters",
                       "iteration 0", "last iteration", "best", "status", "folder"], rows)
         md += ["", ("Accuracy is on the validation split with a 95% Wilson interval. The best iteration is picked "
                "on that same split, so its number is optimistic: confirm it with `starloop eval` on `test`."), ""]
@@ -151,12 +137,12 @@ def write_report(runs: Sequence[Run], evals: Sequence[EvalResult], out: Path) ->
         md += ["## Per-iteration metrics", ""]
         for r in runs:
             md += [f"### `{r.name}` ({r.strategy})", ""]
-            rows = [[m["iteration"], m["language"], m["n"], _acc_ci(m), _paired(m), _pct(m.get("parse_rate")),
-                     _pct(m.get("degenerate_rate")), _pct(m.get("cross_check_disagreement")), m.get("kept", "–"),
-                     _pct(m.get("kept_fraction")) if m["iteration"] > 0 else "–",
+            rows = [[m["iteration"], m["language"], m["n"], _acc_ci(m), _paired(m), pct(m.get("parse_rate")),
+                     pct(m.get("degenerate_rate")), pct(m.get("cross_check_disagreement")), m.get("kept", "–"),
+                     pct(m.get("kept_fraction")) if m["iteration"] > 0 else "–",
                      f"{m['train_loss']:.4f}" if isinstance(m.get("train_loss"), (int, float)) else "–"]
                     for m in sorted(r.metrics, key=lambda m: (m["iteration"], m["language"] != "all"))]
-            md += _table(["iteration", "language", "n", "accuracy [95% CI]", "vs previous (McNemar)",
+            md += table(["iteration", "language", "n", "accuracy [95% CI]", "vs previous (McNemar)",
                           "parse rate", "degenerate", "extraction vs forced choice",
                           "training examples", "kept fraction", "final train loss"], rows) if rows else \
                 ["(no validation yet)"]
@@ -166,20 +152,20 @@ def write_report(runs: Sequence[Run], evals: Sequence[EvalResult], out: Path) ->
         md += [f"## Evaluation `{e.name}`", "",
                (f"{m.get('model', '?')} on {m.get('data', '?')} `{m.get('split', '?')}` ({m.get('mode', '?')} mode"
                f"{', checkpoint ' + str(m['checkpoint']) if m.get('checkpoint') else ''}): "
-               f"**{_acc_ci(m)}**, n = {m.get('n')}, parse rate {_pct(m.get('parse_rate'))}"
+               f"**{_acc_ci(m)}**, n = {m.get('n')}, parse rate {pct(m.get('parse_rate'))}"
                + (f", extracted letter differs from the model's forced choice on "
-                  f"{_pct(m['cross_check_disagreement'])} of {m.get('cross_check_n')} read answers"
+                  f"{pct(m['cross_check_disagreement'])} of {m.get('cross_check_n')} read answers"
                   if "cross_check_disagreement" in m else "") + "."), ""]
         for group in ("by_language", "by_subject"):
-            rows = [[k, v["n"], _acc_ci(v), _pct(v.get("parse_rate")), _pct(v.get("degenerate_rate")),
-                     _pct(v.get("cross_check_disagreement"))]
+            rows = [[k, v["n"], _acc_ci(v), pct(v.get("parse_rate")), pct(v.get("degenerate_rate")),
+                     pct(v.get("cross_check_disagreement"))]
                     for k, v in (m.get(group) or {}).items()]
             if len(rows) > 1:
                 head = group.removeprefix("by_")
-                table = _table([head, "n", "accuracy [95% CI]", "parse rate", "degenerate",
-                                "extraction vs forced choice"], rows)
-                md += (["<details><summary>by subject</summary>", ""] + table + ["", "</details>"]
-                       if head == "subject" else table)
+                group_table = table([head, "n", "accuracy [95% CI]", "parse rate", "degenerate",
+                                      "extraction vs forced choice"], rows)
+                md += (["<details><summary>by subject</summary>", ""] + group_table + ["", "</details>"]
+                       if head == "subject" else group_table)
                 md.append("")
     path = out / "report.md"
     io.write_text(path, "\n".join(md).rstrip() + "\n")

@@ -79,11 +79,6 @@ def group_mean(values: Tensor, group_ids: GroupIds | None = None) -> Tensor:
     return sums / counts
 
 
-def correct_reward(correct: Tensor) -> Tensor:
-    """r = 1[answer(z) = y*] as float32. correct: bool [...]."""
-    return as_reward(correct)
-
-
 def answer_logprob_reward(logp_answer: Tensor) -> Tensor:
     """r = log p(y* | x, z). logp_answer: [...] log-prob of the gold answer line after the rationale."""
     return as_reward(logp_answer)

@@ -194,7 +194,7 @@ def _mark_claimed(out: Path) -> None:
 
 # Files that show a folder holds the outputs of a command (for folders written before run.json existed).
 _TRAIN_OUTPUTS = ("metrics.jsonl", "iter_0", "iter_1", "logs")
-_EVAL_OUTPUTS = ("results.csv", "metrics.json")
+_EVAL_OUTPUTS = ("generations.csv", "results.csv", "metrics.json")  # results.csv: eval folders of older versions
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -5,8 +5,9 @@ by `sample_seed`). Sampling uses the Gumbel-max trick with noise from a counter-
 (sample seed, step, token id), so the tokens a sample gets do not depend on which other samples
 share its batch, the batch size, or the order of the prompts. Greedy decoding is temperature 0.
 
-Backends: `HFSampler` (transformers `generate`) now; a vLLM backend can implement the same
-`Sampler.generate` signature.
+Backends behind the same `Sampler.generate` signature: `HFSampler` here (transformers `generate`),
+`StaticSampler` (starloop.static_sampler, a static KV cache) and `VLLMSampler` (starloop.vllm_sampler);
+`starloop.fast_sampling.make_sampler` picks one from model.sampler.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+
+from starloop.oom import halved_batch_size
 
 log = logging.getLogger(__name__)
 
@@ -144,24 +147,6 @@ class _SeededLogitsProcessor:
         tok = gumbel_sample(scores, self.seeds.to(scores.device), step, self.temperature, self.top_p)
         out = torch.full_like(scores, float("-inf"))
         return out.scatter_(1, tok[:, None], 0.0)
-
-
-def is_oom(err: BaseException) -> bool:
-    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
-
-
-def halved_batch_size(err: BaseException, batch_size: int, what: str, floor: int = 1) -> int:
-    """The back-off after an exception in batched work: half the batch size if `err` is out of memory.
-
-    Re-raises `err` when it is not an out-of-memory error or the batch is already at `floor`.
-    """
-    if not is_oom(err) or batch_size <= floor:
-        raise err
-    batch_size = max(floor, batch_size // 2)
-    log.warning("out of memory while %s: batch size halved to %d", what, batch_size)
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return batch_size
 
 
 class HFSampler:

@@ -47,7 +47,7 @@ def strip_answer(rationale: str, language: str) -> str:
     return rationale[:cut].rstrip() if cut >= 0 else rationale.rstrip()
 
 
-def add_rewards(model, tok, samples: Sequence[Sample], questions: dict[str, Question],
+def add_reward_columns(model, tok, samples: Sequence[Sample], questions: dict[str, Question],
                 batch_size: int = 16, label_dist: str = "gold", label_smoothing: float = 0.0,
                 soft_labels: dict[str, Sequence[float]] | None = None) -> None:
     """Write every reward column into `sample.extra` (in place). Hinted samples are scored too, but stay

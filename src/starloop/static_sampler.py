@@ -54,9 +54,10 @@ from starloop.decode_kernels import (
     _silu_mul_any,
 )
 from starloop.errors import StarloopError
+from starloop.oom import halved_batch_size, is_oom
 from starloop.refill import run_units
 from starloop.sampler_support import _causal_lm, auto_batch_size, static_unsupported
-from starloop.sampling import Generation, gumbel_sample, halved_batch_size, is_oom
+from starloop.sampling import Generation, gumbel_sample
 
 log = logging.getLogger("starloop.fast_sampling")
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from starloop import io
-from starloop.report import _pct, _table, best_line, is_eval, load_eval, load_run
+from starloop.markdown import pct, table
+from starloop.results import best_line, is_eval, load_eval, load_run
 
 log = logging.getLogger("starloop.report")
 
@@ -89,9 +90,9 @@ def write_sweep_summary(sweep_dir: str | Path, jobs: Sequence[Sequence[str]] | N
     md = [f"# Sweep summary: `{sweep}`", "",
           (f"{len(rows)} jobs; the varying overrides are shown per job (all overrides are in "
           "sweep_summary.csv). Accuracy: validation split, 95% Wilson interval."), ""]
-    md += _table(["job", "overrides", "status", "n", "iteration 0", "final", "best", "folder"],
+    md += table(["job", "overrides", "status", "n", "iteration 0", "final", "best", "folder"],
                  [[r["job"], f"`{r['overrides']}`" if r["overrides"] else "–", r["status"], r["n"] or "–",
-                   _pct(r["base_accuracy"]), acc(r, "final"), acc(r, "best"), f"`{r['path']}`"] for r in rows])
+                   pct(r["base_accuracy"]), acc(r, "final"), acc(r, "best"), f"`{r['path']}`"] for r in rows])
     finished = [r for r in rows if r["final_accuracy"] is not None]
     if finished:
         best = max(r["final_accuracy"] for r in finished)
@@ -101,7 +102,7 @@ def write_sweep_summary(sweep_dir: str | Path, jobs: Sequence[Sequence[str]] | N
                     f"(`{top[0]['overrides'] or 'no overrides'}`), {acc(top[0], 'final')}.")
         else:
             head = (f"Highest final validation accuracy: jobs {', '.join(str(r['job']) for r in top)} tie at "
-                    f"{_pct(best)}.")
+                    f"{pct(best)}.")
         md += ["", head + " Picked on the validation split; jobs whose intervals overlap are not told apart by "
                           "this sweep."]
     failed = [r for r in rows if str(r["status"]).startswith("failed")]

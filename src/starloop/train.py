@@ -21,6 +21,7 @@ import torch
 from starloop import distributed
 from starloop.errors import StarloopError
 from starloop.logprobs import batch_from_pairs, model_sequence_logprobs
+from starloop.oom import oom_advice
 
 if TYPE_CHECKING:
     from starloop.config import TrainerConfig
@@ -28,23 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_NONFINITE_IN_A_ROW = 5
-OOM_ADVICE = ("out of memory while training: lower trainer.train_batch_size (raise trainer.grad_accum to keep "
-              "the effective batch), lower trainer.max_seq_len, or set trainer.gradient_checkpointing=true")
-
-
-@contextlib.contextmanager
-def oom_advice():
-    """Out of memory in a training forward/backward -> one-line StarloopError naming the knobs to turn."""
-    from starloop.sampling import is_oom
-
-    try:
-        yield
-    except (torch.OutOfMemoryError, RuntimeError) as e:
-        if not is_oom(e):
-            raise
-        raise StarloopError(OOM_ADVICE) from None
-
-
 @dataclass
 class Unit:
     """One item of a batch: token ids of a prompt and one or two completions, plus precomputed scalars.

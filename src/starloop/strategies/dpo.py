@@ -8,13 +8,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 
 from starloop import build, losses
+from starloop.oom import oom_advice
 from starloop.records import PreferencePair
 from starloop.strategies.base import Strategy, TrainContext
-from starloop.train import Unit, logps, mixed_precision, oom_advice, tokenize_pair
+from starloop.train import Unit, logps, mixed_precision, tokenize_pair
 
 
 @dataclass
@@ -41,11 +43,13 @@ class DPOConfig:
 class DPO(Strategy):
     name = "dpo"
     config = DPOConfig
-    choices = {"trainer.dpo_loss": tuple(losses.DPO_VARIANTS), "trainer.dpo_pairing": ("all", "one", "n"),
-               "trainer.dpo_reference": ("base", "previous")}
-    ranges = {"trainer.dpo_beta": (1e-9, None), "trainer.dpo_nll_weight": (0.0, None),
-              "trainer.dpo_pairs_per_question": (1, None), "trainer.dpo_sft_warmup_epochs": (0, None)}
-    headline = {"dpo_beta": "β"}
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {
+        "trainer.dpo_loss": tuple(losses.DPO_VARIANTS), "trainer.dpo_pairing": ("all", "one", "n"),
+        "trainer.dpo_reference": ("base", "previous")}
+    ranges: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "trainer.dpo_beta": (1e-9, None), "trainer.dpo_nll_weight": (0.0, None),
+        "trainer.dpo_pairs_per_question": (1, None), "trainer.dpo_sft_warmup_epochs": (0, None)}
+    headline: ClassVar[dict[str, str]] = {"dpo_beta": "β"}
     record = PreferencePair
     min_samples = 2
     imitates = True

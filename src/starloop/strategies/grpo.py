@@ -9,6 +9,7 @@ ratio and KL term (one on-policy step per batch of samples, as STaR samples afre
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from starloop import losses
 from starloop.strategies.reinforce import Reinforce
@@ -24,7 +25,7 @@ class GRPOConfig:
 class GRPO(Reinforce):
     name = "grpo"
     config = GRPOConfig
-    choices = {}
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def coefficients(self, rewards, groups, t):
         return losses.group_normalized_advantages(rewards, groups, scale_std=t.grpo_scale_std)

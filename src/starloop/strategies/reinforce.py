@@ -5,6 +5,7 @@ that the baseline cancels exactly: `losses.advantages` and `losses.policy_gradie
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -30,8 +31,8 @@ class ReinforceConfig:
 class Reinforce(RewardStrategy):
     name = "reinforce"
     config = ReinforceConfig
-    choices = {"trainer.baseline": ("rloo", "mean", "none"),
-               "trainer.pg_normalization": losses.PG_NORMALIZATIONS}
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"trainer.baseline": ("rloo", "mean", "none"),
+                                                     "trainer.pg_normalization": losses.PG_NORMALIZATIONS}
 
     def coefficients(self, rewards, groups, t):
         return losses.advantages(rewards, groups, t.baseline, t.clip_negative_advantages)

@@ -5,6 +5,7 @@ rationales (research notes): every on-policy sample weighted by w_i = softmax_{q
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -22,7 +23,8 @@ class WeightedSFTConfig:
 class WeightedSFT(RewardStrategy):
     name = "weighted_sft"
     config = WeightedSFTConfig
-    ranges = {"trainer.weighted_sft_lambda": (1e-9, None)}
+    ranges: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "trainer.weighted_sft_lambda": (1e-9, None)}
 
     def coefficients(self, rewards, groups, t):
         return losses.target_weights(rewards, groups, t.weighted_sft_lambda)
