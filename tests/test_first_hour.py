@@ -69,9 +69,13 @@ def test_help_lists_groups_and_keys_with_defaults(command, flag):
     assert ("  trainer.lr=0.0001  Peak learning rate" in out) == (command == "train")
 
 
-def test_report_help():
-    code, out, _ = run_cli(["report", "--help"])
-    assert code == 0 and "RUN_DIR" in out
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], ["help"], ["runs/none", "--help"], ["runs/none", "help"]])
+def test_report_help(argv, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(["report", *argv])
+    assert code == 0 and not err
+    assert out.startswith("usage: starloop report") and "RUN_DIR" in out and "--out DIR" in out
+    assert list(tmp_path.iterdir()) == []  # help writes nothing
 
 
 def test_unknown_model_offline_is_one_line_at_once(tmp_path, monkeypatch):
