@@ -166,9 +166,12 @@ def main(argv=None) -> dict:
                 torch.cuda.empty_cache()
 
             ref_rows = args.ref_batch or args.batch or (256 if args.device.startswith("cuda") else 16)
-            steps = args.steps if args.steps is not None else rows[0]["train_steps"]
+            # the steps starloop took (--steps when it kept anything; none when it kept nothing)
             reference = run_reference(make_config(args, "hf", Path(tmp) / "reference"), Path(tmp),
-                                      rows=ref_rows, steps=steps)
+                                      rows=ref_rows, steps=rows[0]["train_steps"])
+            if (reference["train_steps"] == 0) != (rows[0]["train_steps"] == 0):
+                print("warning: one pipeline kept no rationale and did not train; the training ratio compares "
+                      "unequal work (more questions or samples make it likelier that both keep some)", flush=True)
             print(json.dumps(reference), flush=True)
     cols = [("pipeline", "pipeline"), ("total_s", "total s"), ("sampling_s", "sampling s"),
             ("scoring_s", "scoring s"), ("training_s", "training s"), ("validation_s", "validation s (x2)"),
