@@ -1,17 +1,26 @@
-"""One full STaR iteration (validate, sample, score, build, train, validate) with stage times and tokens/s.
+"""One full STaR iteration (validate, sample, score, build, train, validate) with stage times and tokens/s, and
+the same work done the plain way (`--reference`: `model.generate` + TRL's SFTTrainer), with the ratio.
 
     python bench/iteration.py                       # embedded model on CPU: 16 questions x 2 samples, 128 tokens
     python bench/iteration.py --sampler static hf   # the same iteration once per sampler backend
+    python bench/iteration.py --reference           # + the plain pipeline (bench/iteration_reference.py)
+    # GPU, a real model (a folder or a .gguf file), STaR-sized:
+    python bench/iteration.py --model PATH --device cuda --questions 256 --samples 4 --new 256 --val 256 --reference
 
-Runs `starloop.loop.run_train` with iterations=1 in a fresh folder and times its stages by wrapping them
-(the entries of `starloop.stages.STAGES`).
-Sampling tokens/s counts generated tokens (up to EOS); training tokens/s is the loop's own count of prompt +
-completion tokens per second.
+Runs `starloop.loop.run_train` with iterations=1 and strategy sft in a fresh folder and times its stages by
+wrapping the entries of `starloop.stages.STAGES`: sampling (the training rationales), scoring (answer
+extraction's leftovers, reward columns, building the SFT set), training, validation (iteration 0 and iteration 1, one greedy pass each). Model
+loading and the run folder's bookkeeping are `other`. The reference does the same stages on the same questions
+with the same settings and the same number of optimizer steps as the starloop run (`--steps N` fixes it for both).
+The label-free cross-check of extraction (scoring.cross_check) is off in both unless `--cross-check`: the plain
+pipeline has no counterpart. Sampling tokens/s counts generated tokens (up to EOS); training tokens/s is the
+loop's own count of prompt + completion tokens per second. ratio = reference seconds / starloop seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import tempfile
 import time
@@ -22,89 +31,162 @@ import torch
 from common import environment, out_dir, table, write_json
 
 from starloop import loop, stages
-from starloop.config import Config, DataConfig, EvalConfig, ModelConfig, TrainerConfig
+from starloop.config import Config, DataConfig, EvalConfig, ModelConfig, ScoringConfig, TrainerConfig
 from starloop.records import read_samples
 
+STAGES = ("sampling", "scoring", "training", "validation")
+WRAPPED = ("sample", "score", "build", "train", "validate")  # entries of starloop.stages.STAGES
 
-def run_once(args, sampler: str, workdir: Path) -> dict:
-    times: dict[str, float] = defaultdict(float)
 
-    def timed(name, fn):
+def make_config(args, sampler: str, out: Path) -> Config:
+    return Config(
+        model=ModelConfig(name=args.model, device=args.device, sampler=sampler),
+        data=DataConfig(name="mmlu", limit=None if args.questions is None else args.questions * 4),
+        eval=EvalConfig(max_new_tokens=args.new, batch_size=args.batch),
+        scoring=ScoringConfig(cross_check=args.cross_check),
+        trainer=TrainerConfig(iterations=1, strategy=args.strategy, samples_per_question=args.samples,
+                              max_new_tokens=args.new, gen_batch_size=args.batch, train_limit=args.questions,
+                              val_limit=args.val, train_batch_size=args.train_batch, train_steps=args.steps),
+        out=str(out), progress=args.progress,
+    )
+
+
+class StageTimer:
+    """Inclusive seconds per call path of wrapped functions ("score_iteration/sample_stage", ...)."""
+
+    def __init__(self, cuda: bool):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.stack: list[str] = []
+        self.cuda = cuda
+
+    def wrap(self, name: str, fn):
         def wrapper(*a, **k):
+            self.stack.append(name)
+            path = "/".join(self.stack)
             t = time.perf_counter()
             try:
                 return fn(*a, **k)
             finally:
-                times[name] += time.perf_counter() - t
+                if self.cuda:
+                    torch.cuda.synchronize()
+                self.seconds[path] += time.perf_counter() - t
+                self.stack.pop()
         return wrapper
 
-    originals = dict(stages.STAGES)
+    def stages(self) -> dict[str, float]:
+        s = self.seconds
+        return {"sampling": s["sample"], "scoring": s["score"] + s["build"], "training": s["train"],
+                "validation": s["validate"]}
+
+
+def run_once(args, sampler: str, workdir: Path) -> dict:
+    timer = StageTimer(args.device.startswith("cuda"))
+    originals = {n: stages.STAGES[n] for n in WRAPPED}
     out = workdir / f"run-{sampler}"
-    cfg = Config(
-        model=ModelConfig(name=args.model, device=args.device, sampler=sampler),
-        data=DataConfig(name="mmlu", limit=args.questions * 4),
-        eval=EvalConfig(max_new_tokens=args.new, batch_size=args.batch),
-        trainer=TrainerConfig(iterations=1, strategy=args.strategy, samples_per_question=args.samples,
-                              max_new_tokens=args.new, gen_batch_size=args.batch, train_limit=args.questions,
-                              val_limit=args.val, train_batch_size=4),
-        out=str(out), progress=False,
-    )
+    cfg = make_config(args, sampler, out)
     try:
-        # the validate stage's own sampling is counted under validate, not under sample
-        stages.STAGES.update(validate=timed("validate", originals["validate"]),
-                             sample=timed("sample+score", originals["sample"]),
-                             score=timed("sample+score", originals["score"]),
-                             train=timed("train", originals["train"]))
+        stages.STAGES.update({n: timer.wrap(n, f) for n, f in originals.items()})
         t0 = time.perf_counter()
         loop.run_train(cfg)
         total = time.perf_counter() - t0
     finally:
         stages.STAGES.update(originals)
+    split = timer.stages()
     gen = read_samples(out / "iter_1" / "generations.csv")
     val = read_samples(out / "iter_1" / "val" / "generations.csv")
     log = [json.loads(x) for x in (out / "iter_1" / "train" / "log.jsonl").read_text().splitlines() if x.strip()]
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
     n_gen = sum(s.n_tokens for s in gen)
     n_val = sum(s.n_tokens for s in val)
-    val_time = times["validate"] / 2  # iteration 0 and iteration 1 validate the same questions
     return {
-        "sampler": sampler, "total_s": total, "validate_s": times["validate"], "sample_s": times["sample+score"],
-        "train_s": times["train"], "other_s": total - sum(times.values()), "samples": len(gen),
-        "gen_tokens": n_gen, "sample_tok_s": n_gen / max(times["sample+score"], 1e-9),
-        "val_tok_s": n_val / max(val_time, 1e-9), "train_steps": len(log),
-        "train_tok_s": log[-1]["tokens_per_s"] if log else None,
+        "pipeline": f"starloop ({sampler})", "sampler": sampler, **{f"{k}_s": v for k, v in split.items()},
+        "stages_s": sum(split.values()), "total_s": total, "other_s": total - sum(split.values()),
+        "samples": len(gen), "gen_tokens": n_gen, "sample_tok_s": n_gen / max(split["sampling"], 1e-9),
+        "val_tok_s": n_val / max(split["validation"] / 2, 1e-9),  # iterations 0 and 1 validate the same questions
+        "train_steps": len(log), "train_tok_s": log[-1]["tokens_per_s"] if log else None,
         "kept": json.loads((out / "iter_1" / "train" / "DONE").read_text()).get("n_units"),
+        "val_accuracy_before": metrics[0]["accuracy"], "val_accuracy_after": metrics[-1]["accuracy"],
+        "final_loss": log[-1]["loss"] if log else None,
     }
 
 
-def main() -> None:
+def ratios(reference: dict, ours: dict) -> dict:
+    """reference seconds / starloop seconds, per stage and over the stages (None where starloop took no time)."""
+    keys = [f"{s}_s" for s in STAGES] + ["stages_s", "total_s"]
+    return {k: reference[k] / ours[k] if ours.get(k) else None for k in keys}
+
+
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--model", default="smollm2-135m", help="a preset, a model folder or a .gguf file")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--questions", type=int, default=16)
-    ap.add_argument("--samples", type=int, default=2)
-    ap.add_argument("--val", type=int, default=16)
-    ap.add_argument("--new", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=16, help="generation batch (rows)")
+    ap.add_argument("--questions", type=int, default=16, help="training questions")
+    ap.add_argument("--samples", type=int, default=2, help="rationales per training question")
+    ap.add_argument("--val", type=int, default=16, help="validation questions")
+    ap.add_argument("--new", type=int, default=128, help="most new tokens, sampling and validation")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="starloop's generation batch (rows); default: sized from free memory on CUDA, 16 on CPU")
+    ap.add_argument("--ref-batch", type=int, default=None,
+                    help="the reference's generate batch (rows; k rows a prompt); default --batch, else 256 on "
+                         "CUDA, 16 on CPU")
+    ap.add_argument("--train-batch", type=int, default=4, help="sequences per optimizer step (both pipelines)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="optimizer steps (both); default: one pass over starloop's kept rationales")
     ap.add_argument("--strategy", default="sft")
     ap.add_argument("--sampler", nargs="*", default=["auto"], choices=["auto", "hf", "static"])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    ap.add_argument("--reference", action="store_true", help="also run the plain generate + TRL SFTTrainer pipeline")
+    ap.add_argument("--cross-check", action="store_true", help="starloop validates with scoring.cross_check")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (CPU runs only)")
+    ap.add_argument("--progress", action="store_true", help="progress bars")
+    ap.add_argument("--out", default=None, help="JSON results file (default $BENCH_OUT/iteration.json)")
+    args = ap.parse_args(argv)
+    if args.reference and args.strategy != "sft":
+        ap.error("--reference is the plain SFT pipeline: use --strategy sft")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if not args.device.startswith("cuda"):
+        torch.set_num_threads(args.threads)
     env = environment(args.device)
-    rows = []
+    rows, reference = [], None
     with tempfile.TemporaryDirectory() as tmp:
         for s in args.sampler:
             rows.append(run_once(args, s, Path(tmp)))
-            print(rows[-1], flush=True)
-    cols = [("sampler", "sampler"), ("total_s", "total s"), ("validate_s", "validate s (x2)"),
-            ("sample_s", "sample+score s"), ("train_s", "train s"), ("other_s", "other s"),
-            ("gen_tokens", "sampled tokens"), ("sample_tok_s", "sample tok/s"), ("val_tok_s", "validate tok/s"),
-            ("kept", "train units"), ("train_steps", "train steps"), ("train_tok_s", "train tok/s")]
+            print(json.dumps(rows[-1]), flush=True)
+        if args.reference:
+            from iteration_reference import run_reference
+
+            gc.collect()  # the starloop runs' model and sampler buffers go before the reference loads its own
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+            ref_rows = args.ref_batch or args.batch or (256 if args.device.startswith("cuda") else 16)
+            # the steps starloop took (--steps when it kept anything; none when it kept nothing)
+            reference = run_reference(make_config(args, "hf", Path(tmp) / "reference"), Path(tmp),
+                                      rows=ref_rows, steps=rows[0]["train_steps"])
+            if (reference["train_steps"] == 0) != (rows[0]["train_steps"] == 0):
+                print("warning: one pipeline kept no rationale and did not train; the training ratio compares "
+                      "unequal work (more questions or samples make it likelier that both keep some)", flush=True)
+            print(json.dumps(reference), flush=True)
+    cols = [("pipeline", "pipeline"), ("total_s", "total s"), ("sampling_s", "sampling s"),
+            ("scoring_s", "scoring s"), ("training_s", "training s"), ("validation_s", "validation s (x2)"),
+            ("stages_s", "stages s"), ("gen_tokens", "sampled tokens"), ("sample_tok_s", "sample tok/s"),
+            ("kept", "train units"), ("train_steps", "train steps"), ("val_accuracy_before", "val acc before"),
+            ("val_accuracy_after", "val acc after")]
     print(f"\n{env['card']}, {env['date']}, {args.model}, {args.questions} questions x {args.samples} samples, "
           f"{args.new} new tokens, {args.val} validation questions, strategy {args.strategy}")
-    print(table(rows, cols), flush=True)
-    write_json(args.out or (out_dir() and f"{out_dir()}/iteration.json"), {"env": env, "args": vars(args), "rows": rows})
+    print(table(rows + ([reference] if reference else []), cols), flush=True)
+    result = {"env": env, "args": vars(args), "rows": rows}
+    if reference:
+        result["reference"] = reference
+        result["ratio"] = ratios(reference, rows[0])
+        print("\nratio (reference s / starloop s, first starloop row):")
+        print(table([{"stage": k.removesuffix("_s"), "ratio": v} for k, v in result["ratio"].items()],
+                    [("stage", "stage"), ("ratio", "x")]), flush=True)
+    write_json(args.out or (out_dir() and f"{out_dir()}/iteration.json"), result)
+    return result
 
 
 if __name__ == "__main__":

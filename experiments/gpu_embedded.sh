@@ -15,7 +15,7 @@ s() {  # run a starloop command unless its output folder already has final metri
   echo "== starloop $*"
   /usr/bin/time -f "wall %e s" starloop "$@" progress=false 2>&1 | grep -E "^\{|^wall|error"
 }
-G="trainer.gen_batch_size=256 eval.batch_size=256 trainer.val_limit=null"
+G="trainer.gen_batch_size=256 eval.batch_size=256 trainer.val_limit=null trainer.max_new_tokens=256"
 s eval eval.mode=logit eval.batch_size=64 out=$R/mmlu-val-logit
 s eval eval.mode=generate eval.batch_size=256 out=$R/mmlu-val-generate
 for st in native english translate; do

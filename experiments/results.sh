@@ -22,6 +22,7 @@ B="trainer.val_limit=null trainer.samples_per_question=4 trainer.gen_batch_size=
 B="$B trainer.train_batch_size=8 trainer.grad_accum=2 progress=false"
 EN="trainer.train_limit=$TRAIN_LIMIT $B"
 Q="model=$QWEN trainer.max_new_tokens=384 eval.max_new_tokens=384"
+S="trainer.max_new_tokens=256"    # the embedded model's runs: 256-token rationales (the default is sized for a laptop)
 RF="trainer=reinforce trainer.reward=quiet_star trainer.baseline=mean"
 
 jobs() {  # name|starloop arguments, most important first
@@ -31,10 +32,10 @@ qwen-dpo|train $Q $EN trainer=dpo trainer.iterations=2
 qwen-reinforce|train $Q $EN $RF trainer.iterations=2
 qwen-weighted_sft|train $Q $EN trainer=weighted_sft trainer.iterations=2
 qwen-logit|eval $Q eval.mode=logit eval.batch_size=64 progress=false
-smol-sft|train $EN trainer=sft trainer.iterations=3
-smol-dpo|train $EN trainer=dpo trainer.iterations=2
-smol-reinforce|train $EN $RF trainer.iterations=2
-smol-weighted_sft|train $EN trainer=weighted_sft trainer.iterations=2
+smol-sft|train $S $EN trainer=sft trainer.iterations=3
+smol-dpo|train $S $EN trainer=dpo trainer.iterations=2
+smol-reinforce|train $S $EN $RF trainer.iterations=2
+smol-weighted_sft|train $S $EN trainer=weighted_sft trainer.iterations=2
 smol-logit|eval eval.mode=logit eval.batch_size=64 progress=false
 qwen-afr-native|train $Q $B data=mmlu-afr data.language=all data.limit=$AFR_LIMIT trainer.train_limit=null prompt=native trainer=sft trainer.iterations=1
 qwen-afr-translate|train $Q $B data=mmlu-afr data.language=all data.limit=$AFR_LIMIT trainer.train_limit=null prompt=translate trainer=sft trainer.iterations=1

@@ -49,6 +49,23 @@ def test_readme_first_run_sequence_in_a_fresh_folder(tmp_path, monkeypatch):
     assert code == 0, err[-2000:]
 
 
+def test_readme_states_a_measured_time_for_each_first_run_command():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"## First run.*?```bash\n(.*?)```", text, re.DOTALL).group(1)
+    comments = [line.partition("#")[2] for line in block.splitlines() if line.strip()]
+    assert len(comments) == 4 and all(re.match(r" ~\d+(\.\d+)? (s|min):", c) for c in comments), comments
+
+
+def test_train_states_its_laptop_limits(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "starloop.cli", "train", "model=tiny-random", "progress=false",
+                        "trainer.iterations=0", "trainer.val_limit=2", "eval.max_new_tokens=4",
+                        f"out={tmp_path / 'r'}"], capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "training on 4 of the 12640 train questions (trainer.train_limit=4" in r.stdout
+    assert ("sampling rationales of at most 128 tokens (trainer.max_new_tokens=128, sized for a laptop CPU; raise "
+            "it on a GPU") in r.stdout
+
+
 def test_eval_states_its_laptop_limit(tmp_path):
     r = subprocess.run([sys.executable, "-m", "starloop.cli", "eval", "model=tiny-random", "progress=false",
                         "eval.max_new_tokens=4", "eval.limit=3", f"out={tmp_path / 'e'}"], capture_output=True,
@@ -69,9 +86,13 @@ def test_help_lists_groups_and_keys_with_defaults(command, flag):
     assert ("  trainer.lr=0.0001  Peak learning rate" in out) == (command == "train")
 
 
-def test_report_help():
-    code, out, _ = run_cli(["report", "--help"])
-    assert code == 0 and "RUN_DIR" in out
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], ["help"], ["runs/none", "--help"], ["runs/none", "help"]])
+def test_report_help(argv, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(["report", *argv])
+    assert code == 0 and not err
+    assert out.startswith("usage: starloop report") and "RUN_DIR" in out and "--out DIR" in out
+    assert list(tmp_path.iterdir()) == []  # help writes nothing
 
 
 def test_unknown_model_offline_is_one_line_at_once(tmp_path, monkeypatch):
@@ -81,7 +102,7 @@ def test_unknown_model_offline_is_one_line_at_once(tmp_path, monkeypatch):
     for model in ("nobody/no-such-model-xyz", "llama-3.1-8b"):
         code, _, err = run_cli(["train", f"model={model}", f"out={tmp_path / 'r'}"])
         lines = [ln for ln in err.splitlines() if ln.strip()]
-        assert code == 2 and len(lines) == 1 and "offline" in lines[0] and "huggingface-cli download" in lines[0]
+        assert code == 2 and len(lines) == 1 and "offline" in lines[0] and "hf download" in lines[0]
     assert time.time() - t0 < 30 and not (tmp_path / "r").exists()
     assert "meta-llama/Llama-3.1-8B-Instruct" in err
 

@@ -11,6 +11,7 @@ model loads; errors print one line and exit with code 2.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -39,7 +40,7 @@ common overrides: model=smollm2-135m|qwen2.5-0.5b|llama-3.1-8b|tiny-random|PATH|
   launcher=slurm (with -m) runs the jobs on Slurm.
   Default out=: runs/train, runs/eval, runs/eval-logit, runs/eval-<checkpoint>.
   `starloop train --help` / `starloop eval --help`: every key with its default and meaning;
-  docs/configuration.md; Slurm: docs/slurm.md."""
+  `starloop report --help`: its options; docs/configuration.md; Slurm: docs/slurm.md."""
 
 MAX_VALIDATED_SWEEP = 256
 
@@ -380,15 +381,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(USAGE)
         return
     command, rest = argv[0], argv[1:]
-    if command == "stage" and any(a in ("-h", "--help", "help") for a in rest):
-        from starloop.stages.command import STAGE_HELP
+    if command in COMMANDS and any(a in ("-h", "--help", "help") for a in rest):
+        try:
+            if command == "report":  # its own argparse help, wherever the flag stands among folder names
+                from starloop.report import main as report_main
 
-        print(STAGE_HELP)
-        return
-    if command in ("train", "eval") and any(a in ("-h", "--help", "help") for a in rest):
-        from starloop.hydra_config import command_help
+                with contextlib.suppress(SystemExit):
+                    report_main(["--help"])
+            elif command == "stage":
+                from starloop.stages.command import STAGE_HELP
 
-        print(command_help(command))
+                print(STAGE_HELP)
+            else:
+                from starloop.hydra_config import command_help
+
+                print(command_help(command))
+            sys.stdout.flush()
+        except BrokenPipeError:  # `starloop train --help | head`: the reader left; no traceback
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
     if command not in COMMANDS:
         _error_line(f"error: unknown command {command!r} (expected one of {', '.join(COMMANDS)})")

@@ -269,7 +269,7 @@ def check_hub_model(cfg: ModelConfig, timeout: float = 10.0) -> None:
         cached = None
     if isinstance(cached, str):
         return
-    how = f"download it where there is a network (huggingface-cli download {repo}) or pass a local folder as model="
+    how = f"download it where there is a network (hf download {repo}) or pass a local folder as model="
     if _hub_offline():
         raise ConfigError("model.name", f"{repo} is not in the local Hugging Face cache and offline mode is on "
                                         f"(HF_HUB_OFFLINE); {how}")
@@ -283,10 +283,10 @@ def check_hub_model(cfg: ModelConfig, timeout: float = 10.0) -> None:
         hf_raise_for_status(r)
     except GatedRepoError:
         raise ConfigError("model.name", f"{repo} is gated: request access on https://huggingface.co/{repo}, then "
-                                        "log in (huggingface-cli login, or set HF_TOKEN)") from None
+                                        "log in (hf auth login, or set HF_TOKEN)") from None
     except RepositoryNotFoundError:
         raise ConfigError("model.name", f"{repo} is not a model on the Hugging Face hub (a typo? a private model "
-                                        "needs huggingface-cli login), nor a local folder") from None
+                                        "needs hf auth login), nor a local folder") from None
     except HfHubHTTPError as e:
         first = (str(e).strip().splitlines() or ["HTTP error"])[0][:150]
         raise ConfigError("model.name", f"{repo}: the hub refused it ({first})") from None

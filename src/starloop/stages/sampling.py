@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from starloop import distributed, evaluate, io, strategies
-from starloop.config import Config
+from starloop.config import Config, TrainerConfig
 from starloop.data import load_questions
 from starloop.errors import StarloopError
 from starloop.fast_sampling import make_sampler
@@ -169,6 +169,9 @@ def run_questions(cfg: Config, say: bool = False) -> dict[str, list[Question]]:
             log.info("%s on %d of the %d %s questions (%s=%d, sized for a laptop CPU; %s=null for all)",
                      "training" if which == "train" else "validating", limit, len(qs), split, key, limit, key)
         out[which] = qs[:limit]
+    if say and t.max_new_tokens == TrainerConfig.max_new_tokens:  # the laptop default
+        log.info("sampling rationales of at most %d tokens (trainer.max_new_tokens=%d, sized for a laptop CPU; "
+                 "raise it on a GPU, e.g. trainer.max_new_tokens=256)", t.max_new_tokens, t.max_new_tokens)
     return out
 
 

@@ -1,0 +1,141 @@
+"""The plain pipeline a starloop iteration is measured against (`bench/iteration.py --reference`).
+
+The same work as `starloop.loop.run_train` with iterations=1 and strategy sft, done the usual way:
+
+    validation   transformers `model.generate` (greedy, batches of prompts) on the val questions, before and after
+    sampling     `model.generate(do_sample=True, temperature, top_p, top_k=0, num_return_sequences=k)`
+    scoring      starloop's answer extraction and SFT filter (the same kept-rationale rules), into a
+                 `datasets.Dataset` of prompt / completion rows
+    training     TRL's `SFTTrainer` with a peft LoRA (same rank, alpha, dropout, targets), the same number of
+                 optimizer steps, batch size, gradient accumulation, learning rate, schedule and max length
+
+Questions, prompts, seeds of the data order, model, dtype and device are the starloop run's. Model loading is
+outside the stages in both pipelines. Needs `trl` and `datasets` (starloop's dev extra).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from starloop import evaluate, loop
+from starloop.config import Config
+from starloop.metrics import summarize
+from starloop.models import load_model
+from starloop.sampling import Generation
+
+STAGES = ("sampling", "scoring", "training", "validation")
+
+
+def plain_generate(model, tok, prompts: list[str], *, k: int, max_new_tokens: int, temperature: float,
+                   top_p: float, rows: int) -> list[list[Generation]]:
+    """k generations per prompt with `model.generate`, `rows // k` prompts a batch (at least one), in order."""
+    per_batch = max(1, rows // k)
+    eos = tok.eos_token_id
+    sampling = temperature > 0
+    settings = ({"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if sampling
+                else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None})
+    tok.padding_side = "left"
+    out: list[list[Generation]] = []
+    for i in range(0, len(prompts), per_batch):
+        enc = tok(prompts[i : i + per_batch], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = enc.to(model.device)
+        with torch.no_grad():
+            ids = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=k if sampling else 1,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=eos, **settings)
+        new = ids[:, enc["input_ids"].shape[1] :].tolist()
+        gens = []
+        for row in new:
+            n = row.index(eos) if eos in row else len(row)
+            gens.append(Generation(tok.decode(row[:n], skip_special_tokens=True), n, eos not in row))
+        step = k if sampling else 1
+        out += [gens[j : j + step] for j in range(0, len(gens), step)]
+    return out
+
+
+def _score(cfg: Config, questions, prompts, gens: list[list[Generation]]):
+    return [evaluate.generation_to_sample(q, p, g, j, evaluate.expected_language(q, cfg.prompt),
+                                      repetition=cfg.scoring.repetition)
+            for q, p, group in zip(questions, prompts, gens) for j, g in enumerate(group)]
+
+
+def _validate(cfg: Config, model, tok, val_qs, val_prompts, rows: int) -> dict:
+    model.eval()
+    gens = plain_generate(model, tok, val_prompts, k=1, max_new_tokens=cfg.eval.max_new_tokens,
+                          temperature=0.0, top_p=1.0, rows=rows)
+    return summarize(_score(cfg, val_qs, val_prompts, gens))
+
+
+def run_reference(cfg: Config, workdir: Path, *, rows: int, steps: int | None) -> dict:
+    """Time the plain pipeline on `cfg`'s questions. steps: optimizer steps (None = what starloop would plan
+    for the kept examples: inner_epochs passes, or trainer.train_steps)."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    t = cfg.trainer
+    times = dict.fromkeys(STAGES, 0.0)
+    cuda = torch.device(cfg.model.device if cfg.model.device != "auto" else "cpu").type == "cuda"
+
+    @contextmanager
+    def stage(name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if cuda:
+                torch.cuda.synchronize()
+            times[name] += time.perf_counter() - start
+
+    torch.manual_seed(cfg.seed)
+    qs = loop.run_questions(cfg)
+    train_qs, val_qs = qs["train"], qs["val"]
+    t0 = time.perf_counter()
+    model, tok = load_model(cfg.model, for_training=True)
+    load_s = time.perf_counter() - t0
+    val_prompts = evaluate.chat_prompts(tok, val_qs, cfg.prompt)
+    train_prompts = evaluate.chat_prompts(tok, train_qs, cfg.prompt)
+    with stage("validation"):
+        before = _validate(cfg, model, tok, val_qs, val_prompts, rows)
+    with stage("sampling"):
+        gens = plain_generate(model, tok, train_prompts, k=t.samples_per_question, max_new_tokens=t.max_new_tokens,
+                              temperature=t.temperature, top_p=t.top_p, rows=rows)
+    with stage("scoring"):
+        samples = _score(cfg, train_qs, train_prompts, gens)
+        examples = loop.training_data(cfg, samples)  # the sft strategy's filter: correct, deduplicated, ended
+        data = Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in examples])
+    per_step = t.train_batch_size * t.grad_accum
+    n_steps = steps if steps is not None else (t.train_steps or t.inner_epochs * math.ceil(len(examples) / per_step))
+    log: list[dict] = []
+    if examples and n_steps:
+        bf16 = next(model.parameters()).dtype == torch.bfloat16
+        args = SFTConfig(
+            output_dir=str(workdir / "trl"), max_steps=n_steps, per_device_train_batch_size=t.train_batch_size,
+            gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, lr_scheduler_type="constant",
+            warmup_steps=t.warmup_steps, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
+            max_length=t.max_seq_len, gradient_checkpointing=t.gradient_checkpointing, bf16=bf16, fp16=False,
+            use_cpu=not cuda, logging_steps=1, save_strategy="no", report_to="none", seed=cfg.seed,
+            disable_tqdm=not cfg.progress, dataloader_num_workers=0,
+        )
+        lora = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, task_type="CAUSAL_LM",
+                          target_modules="all-linear" if t.lora_target_modules == ["all-linear"]
+                          else list(t.lora_target_modules))
+        with stage("training"):
+            trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=lora)
+            trainer.train()
+        log = [r for r in trainer.state.log_history if "loss" in r]
+        model = trainer.model
+        model.config.use_cache = True
+    with stage("validation"):
+        after = _validate(cfg, model, tok, val_qs, val_prompts, rows)
+    n_gen = sum(g.n_tokens for group in gens for g in group)
+    return {"pipeline": "generate + TRL", **{f"{s}_s": times[s] for s in STAGES},
+            "stages_s": sum(times.values()), "total_s": sum(times.values()) + load_s, "load_s": load_s,
+            "samples": len(samples), "gen_tokens": n_gen, "sample_tok_s": n_gen / max(times["sampling"], 1e-9),
+            "kept": len(examples), "train_steps": len(log), "rows": rows,
+            "val_accuracy_before": before["accuracy"], "val_accuracy_after": after["accuracy"],
+            "final_loss": log[-1]["loss"] if log else None}
