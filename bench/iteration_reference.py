@@ -22,11 +22,13 @@ from pathlib import Path
 
 import torch
 
-from starloop import evaluate, loop
+from starloop import evaluate
 from starloop.config import Config
 from starloop.metrics import summarize
 from starloop.models import load_model
 from starloop.sampling import Generation
+from starloop.stages.sampling import run_questions
+from starloop.stages.training import training_data
 
 STAGES = ("sampling", "scoring", "training", "validation")
 
@@ -92,7 +94,7 @@ def run_reference(cfg: Config, workdir: Path, *, rows: int, steps: int | None) -
             times[name] += time.perf_counter() - start
 
     torch.manual_seed(cfg.seed)
-    qs = loop.run_questions(cfg)
+    qs = run_questions(cfg)
     train_qs, val_qs = qs["train"], qs["val"]
     t0 = time.perf_counter()
     model, tok = load_model(cfg.model, for_training=True)
@@ -106,7 +108,7 @@ def run_reference(cfg: Config, workdir: Path, *, rows: int, steps: int | None) -
                               temperature=t.temperature, top_p=t.top_p, rows=rows)
     with stage("scoring"):
         samples = _score(cfg, train_qs, train_prompts, gens)
-        examples = loop.training_data(cfg, samples)  # the sft strategy's filter: correct, deduplicated, ended
+        examples = training_data(cfg, samples)  # the sft strategy's filter: correct, deduplicated, ended
         data = Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in examples])
     per_step = t.train_batch_size * t.grad_accum
     n_steps = steps if steps is not None else (t.train_steps or t.inner_epochs * math.ceil(len(examples) / per_step))
