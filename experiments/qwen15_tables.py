@@ -48,7 +48,7 @@ def subjects(root: Path, n: int = 8) -> str:
     if not all((root / r / "metrics.json").exists() for r in ("know-logit0", "know-cot")):
         return "(not run)"
     lo, co = load(root / "know-logit0")["by_subject"], load(root / "know-cot")["by_subject"]
-    diff = sorted(((co[s]["accuracy"] - lo[s]["accuracy"], s) for s in lo if s in co))
+    diff = sorted((co[s]["accuracy"] - lo[s]["accuracy"], s) for s in lo if s in co)
     out = ["| subject | n | letter-logit % | chain of thought % | CoT truncated % |", "|---|---|---|---|---|"]
     for d, s in diff[:n] + diff[-n:]:
         out.append(f"| {s} | {lo[s]['n']} | {pct(lo[s]['accuracy'])} | {pct(co[s]['accuracy'])} | "
@@ -88,25 +88,29 @@ def stage_split(run: Path, it: int) -> dict[str, float]:
     return out
 
 
+def seconds(split: dict[str, float]) -> str:
+    return " / ".join(f"{split[s]:.0f}" if s in split else "-" for s in STAGES) if split else "-"
+
+
 def star(root: Path, prefix: str = "") -> str:
-    out = ["| run | iteration | val accuracy % [95% CI] | parse % | McNemar p vs previous | kept | "
-           "mean tokens | stage seconds (sample / rationalize / train / val) |", "|---|---|---|---|---|---|---|---|"]
+    """Validation rows of each run whose name starts with `prefix`: English rows for English runs, the
+    run's one language for the low-language runs."""
+    out = [("| run | iteration | val accuracy % [95% CI] | parse % | McNemar p vs previous | kept | "
+            "mean tokens | stage seconds (sample / rationalize / train / val) |"), "|---|---|---|---|---|---|---|---|"]
     for run in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(prefix)):
-        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()] \
-            if (run / "metrics.jsonl").exists() else []
-        rows = [r for r in rows if r.get("split") == "val" and r.get("language") in ("en", "all") or
-                r.get("split") == "val" and prefix.startswith("low")]
-        last = max((r["iteration"] for r in rows), default=-1)
+        path = run / "metrics.jsonl"
+        rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        rows = [r for r in rows if r.get("split") == "val"
+                and (prefix.startswith("low") or r.get("language") in ("en", "all"))]
         for r in rows:
             p = r.get("mcnemar_prev_p")
-            split = stage_split(run, r["iteration"]) if r["iteration"] else {}
-            sec = " / ".join(f"{split[s]:.0f}" if s in split else "-" for s in STAGES) if split else "-"
+            sec = seconds(stage_split(run, r["iteration"])) if r["iteration"] else "-"
             out.append(f"| {run.name} | {r['iteration']} | {ci(r)} | {pct(r['parse_rate'])} | "
                        f"{'-' if p is None else f'{p:.3g}'} | {r.get('kept', 0)} | {r['mean_tokens']:.0f} | {sec} |")
-        partial = stage_split(run, last + 1)
+        nxt = 1 + max((r["iteration"] for r in rows), default=-1)
+        partial = stage_split(run, nxt)
         if partial:  # an iteration that started but did not validate before the run was stopped
-            sec = " / ".join(f"{partial[s]:.0f}" if s in partial else "-" for s in STAGES)
-            out.append(f"| {run.name} | {last + 1} | stopped before validation | | | | | {sec} |")
+            out.append(f"| {run.name} | {nxt} | stopped before validation | | | | | {seconds(partial)} |")
     return "\n".join(out)
 
 
