@@ -138,7 +138,6 @@ def score(run: Run, k: int) -> None:
         run.policy.use(run.adapter(k - 1))
         compute_reward_columns(run.policy, cfg, samples, run.by_id)
     write_samples(gens, samples)
-    distributed.barrier()  # the main process's file is in place before any process builds from it
 
 
 def reward_columns_needed(cfg: Config) -> set[str]:

@@ -31,6 +31,7 @@ def read_training_data(cfg: Config, path: Path) -> list:
 def build(run: Run, k: int) -> None:
     """iter_k/generations.csv -> iter_k/train_data.jsonl (the SFT set / preference pairs / rewarded samples)."""
     path = run.iter(k) / "train_data.jsonl"
+    distributed.barrier()  # as every stage: the main process's generations.csv is in place before anyone reads it
     if path.exists():
         return
     data = training_data(run.cfg, read_samples(run.iter(k) / "generations.csv"))
