@@ -114,10 +114,10 @@ evals | pool 1 &
 EV=$!
 # The other English runs start once en-sft has its iteration-1 samples; the low-language runs once
 # afr-native has named the language and the evaluations have ended.
-( wait_for "$R/en-sft/iter_1/sample/DONE" $SFT && english | pool $(( PAR - 1 )) ) &
+( wait_for "$R/en-sft/iter_1/sample/DONE" $SFT && english | pool $(( PAR > 1 ? PAR - 1 : 1 )) ) &
 EN=$!
 ( wait_for "$R/afr-native.done" $EV && LOW=$(lowest) && echo "lowest language (native prompting): $LOW" &&
-  echo "$LOW" > "$R/lowest.txt" && wait_for "$R/know-cot.done" $EV; lowlang "$LOW" | pool 1 ) &
+  echo "$LOW" > "$R/lowest.txt" && { wait_for "$R/know-cot.done" $EV; lowlang "$LOW" | pool 1; } ) &
 LO=$!
 wait $SFT $EV $EN $LO
 echo "all jobs ended $(date +%T)"
