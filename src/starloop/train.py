@@ -91,6 +91,22 @@ def logps(model, tok, ctxs, conts) -> tuple[torch.Tensor, torch.Tensor]:
     return model_sequence_logprobs(model, **batch)
 
 
+@contextlib.contextmanager
+def attention_kernels():
+    """The attention kernels training may use: every SDPA backend but cuDNN's, held through forward and backward
+    (activation checkpointing runs the forward again inside backward, and picks a kernel again there).
+
+    cuDNN's SDPA backward (torch >= 2.11 on H100/H200, where cuDNN is the first kernel tried for a masked, i.e.
+    padded, batch) returns NaN query gradients when the padded length is 64 mod 128 (192, 320, 448, ...) and some attention row's
+    logsumexp is below ln(FLT_MAX) ~ -88.7, as Qwen2.5's massive-activation heads give: every optimizer step with
+    such a micro-batch was skipped as non-finite. The flash, memory-efficient and math kernels are finite on the
+    same inputs. Sampling and scoring (forward only) keep every kernel."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+        yield
+
+
 # --- the optimizer step ---------------------------------------------------------------------------
 # A strategy's batch loss returns its micro-batch's *share* of the optimizer step's loss (denominators
 # from `StepTotals`, the whole step's counts), so that summing the shares gives the step's loss for any
@@ -188,7 +204,7 @@ def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int, i
     from starloop.strategies import get
 
     strategy = get(cfg.strategy)
-    with strategy.train_context(model, cfg):
+    with strategy.train_context(model, cfg), attention_kernels():
         return _train_loop(model, tok, units, cfg, strategy.batch_loss, seed=seed, iteration=iteration,
                            on_log=on_log, validate=validate, progress=progress)
 
