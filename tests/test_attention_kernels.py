@@ -52,3 +52,38 @@ def test_masked_attention_gradient_is_finite_on_cuda_at_length_64_mod_128():
         out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out.backward(torch.randn_like(out))
     assert all(bool(torch.isfinite(t.grad).all()) for t in (q, k, v))
+
+
+@pytest.mark.parametrize("what", ["loss", "gradient"])
+def test_skipped_step_names_its_micro_batch_in_warning_and_record(what, monkeypatch, caplog):
+    model, tok = load_model(ModelConfig(name="tiny-random"), for_training=True)
+    cfg = TrainerConfig(train_batch_size=1, grad_accum=2, train_steps=3, lora_r=4)
+    peft_model = attach_lora(model, cfg, seed=0)
+    sft = strategies.get("sft")
+    data = [Example(f"Question {i}: pick one." + " Really?" * i, f"The answer is (B){'!' * i}", f"q{i}")
+            for i in range(6)]
+    units = sft.units(tok, data, cfg)
+    real_loss = sft.batch_loss
+
+    def loss_with_a_bad_unit(m, t, b, c, totals):
+        loss, metrics = real_loss(m, t, b, c, totals)
+        if any(u.source == "q3" for u in b):
+            if what == "loss":
+                return loss + float("nan"), metrics
+            lora = next(p for p in m.parameters() if p.requires_grad)
+            return loss + torch.sqrt(0.0 * lora.sum()), metrics  # finite value, gradient inf * 0 = NaN
+        return loss, metrics
+
+    monkeypatch.setattr(sft, "batch_loss", loss_with_a_bad_unit)
+    plan = train.plan_steps(units, cfg, 0)
+    position, micro = next((s + 1, m + 1) for s, g in enumerate(plan) for m, b in enumerate(g)
+                           if any(u.source == "q3" for u in b))
+    with caplog.at_level("WARNING", logger="starloop.train"):
+        records = train.train(peft_model, tok, units, cfg, seed=0, progress=False)
+    assert len(records) == 2
+    skipped = [s for r in records for s in r.get("skipped_steps", [])]
+    q3 = units[3]
+    assert skipped == [{"position": position, "non_finite": what, "micro_batch": micro, "questions": ["q3"],
+                        "lengths": [len(q3.ctx) + len(q3.cont)], "padded_to": len(q3.ctx) + len(q3.cont)}]
+    assert f"non-finite {what} in optimizer step {position} of 3, micro-batch {micro} of 2" in caplog.text
+    assert "(questions q3)" in caplog.text
