@@ -40,6 +40,7 @@ class Unit:
     cont: list[int]
     rejected: list[int] | None = None
     scalars: dict[str, float] = field(default_factory=dict)
+    source: str = ""  # the question it comes from (its group), named when its micro-batch goes non-finite
 
     def length(self) -> int:
         """Longest sequence this unit puts through the model (prompt + the longer completion)."""
@@ -89,6 +90,48 @@ def logps(model, tok, ctxs, conts) -> tuple[torch.Tensor, torch.Tensor]:
     batch = batch_from_pairs(ctxs, conts, pad, side="right")
     batch = {k: v.to(model.device) for k, v in batch.items()}
     return model_sequence_logprobs(model, **batch)
+
+
+def grads_finite(params: Sequence[torch.Tensor]) -> bool:
+    grads = [p.grad for p in params if p.grad is not None]
+    return not grads or bool(torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(grads)])).all())
+
+
+def nonfinite_record(position: int, group: list[list[Unit]], culprit: tuple[list[Unit], str] | None) -> dict:
+    """What a skipped step's warning and the next step record say: the optimizer step's position in the plan,
+    and the first micro-batch whose loss or gradient was non-finite (its questions, lengths, padded length)."""
+    if culprit is None:  # found after the micro-batches' gradients were summed (or on another process)
+        return {"position": position, "non_finite": "gradient"}
+    b, what = culprit
+    lengths = [u.length() for u in b]
+    index = next(i for i, g in enumerate(group) if g is b)
+    return {"position": position, "non_finite": what, "micro_batch": index + 1,
+            "questions": [u.source for u in b], "lengths": lengths, "padded_to": max(lengths)}
+
+
+def nonfinite_message(r: dict, total: int, accum: int) -> str:
+    where = f"non-finite {r['non_finite']} in optimizer step {r['position']} of {total}"
+    if "micro_batch" in r:
+        lengths = r["lengths"]
+        where += (f", micro-batch {r['micro_batch']} of {accum}: {len(lengths)} sequences of {min(lengths)}-"
+                  f"{max(lengths)} tokens, padded to {r['padded_to']} (questions {', '.join(r['questions'])})")
+    return where + ": step skipped"
+
+
+@contextlib.contextmanager
+def attention_kernels():
+    """The attention kernels training may use: every SDPA backend but cuDNN's, held through forward and backward
+    (activation checkpointing runs the forward again inside backward, and picks a kernel again there).
+
+    cuDNN's SDPA backward (torch >= 2.11 on H100/H200, where cuDNN is the first kernel tried for a masked, i.e.
+    padded, batch) returns NaN query gradients when the padded length is 64 mod 128 (192, 320, 448, ...) and some attention row's
+    logsumexp is below ln(FLT_MAX) ~ -88.7, as Qwen2.5's massive-activation heads give: every optimizer step with
+    such a micro-batch was skipped as non-finite. The flash, memory-efficient and math kernels are finite on the
+    same inputs. Sampling and scoring (forward only) keep every kernel."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+        yield
 
 
 # --- the optimizer step ---------------------------------------------------------------------------
@@ -182,13 +225,13 @@ def train(model, tok, units: Sequence[Unit], cfg: TrainerConfig, *, seed: int, i
           validate: Callable[[int], dict] | None = None, progress: bool = True) -> list[dict]:
     """Optimize the trainable (LoRA) parameters on `units`; returns the per-step log records.
 
-    A non-finite loss or gradient skips the step (warning); MAX_NONFINITE_IN_A_ROW in a row stop the
-    run with an error, before anything is saved.
+    A non-finite loss or gradient skips the step (a warning naming the micro-batch, and `skipped_steps` in the
+    next step record); MAX_NONFINITE_IN_A_ROW in a row stop the run with an error, before anything is saved.
     """
     from starloop.strategies import get
 
     strategy = get(cfg.strategy)
-    with strategy.train_context(model, cfg):
+    with strategy.train_context(model, cfg), attention_kernels():
         return _train_loop(model, tok, units, cfg, strategy.batch_loss, seed=seed, iteration=iteration,
                            on_log=on_log, validate=validate, progress=progress)
 
@@ -211,16 +254,18 @@ def _train_loop(model, tok, units, cfg, loss_fn, *, seed, iteration, on_log, val
     # like the uninterrupted run's, whatever ran before it in the process.
     torch.manual_seed(seed)
     records: list[dict] = []
+    skipped: list[dict] = []  # steps skipped since the last record
     bad_in_a_row = 0
     step, t0, tokens = 0, time.time(), 0
     bar = tqdm(total=total_steps, desc=f"train {cfg.strategy}", disable=not progress, leave=False)
     rank, n_proc = distributed.world()
     sharded = is_sharded(model)
-    for group in plan:
+    for position, group in enumerate(plan, start=1):
         opt.zero_grad(set_to_none=True)
         totals = StepTotals.of([u for b in group for u in b], nominal)
         agg: dict[str, float] = {}
         finite = True
+        culprit = None  # (micro-batch, "loss" or "gradient"): this process's first non-finite one
         for b, weight in process_share(group, rank, n_proc, sharded):  # each process takes its share of the step
             with oom_advice(), mixed_precision(model):
                 loss, metrics = loss_fn(model, tok, b, cfg, totals)
@@ -228,11 +273,14 @@ def _train_loop(model, tok, units, cfg, loss_fn, *, seed, iteration, on_log, val
                 (loss * 0.0).backward()
                 continue
             if not torch.isfinite(loss):
-                finite = False
+                finite, culprit = False, culprit or (b, "loss")
                 if not sharded:
                     break
             with oom_advice():
                 loss.backward()  # the micro-batch's share of the step's loss: shares add up
+            if finite and not sharded and not grads_finite(params):  # this micro-batch made the gradient non-finite
+                finite, culprit = False, (b, "gradient")
+                break
             tokens += sum(len(u.ctx) + len(u.cont) + len(u.rejected or []) for u in b)
             agg["loss"] = agg.get("loss", 0.0) + float(loss.detach())
             for k, v in metrics.items():  # micro-batch means -> the step's mean
@@ -245,7 +293,8 @@ def _train_loop(model, tok, units, cfg, loss_fn, *, seed, iteration, on_log, val
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else 1e30)
         if not finite or not torch.isfinite(grad_norm):
             bad_in_a_row += 1
-            log.warning("non-finite loss or gradient at step %d: step skipped", step + 1)
+            skipped.append(nonfinite_record(position, group, culprit))
+            log.warning(nonfinite_message(skipped[-1], total_steps, len(group)))
             opt.zero_grad(set_to_none=True)
             if bad_in_a_row >= MAX_NONFINITE_IN_A_ROW:
                 raise StarloopError(f"training stopped: non-finite loss or gradient in {bad_in_a_row} steps in a "
@@ -258,6 +307,8 @@ def _train_loop(model, tok, units, cfg, loss_fn, *, seed, iteration, on_log, val
         check_finite_weights(params, step)
         rec = {"step": step, **agg, "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0],
                "tokens_per_s": tokens / max(time.time() - t0, 1e-9)}
+        if skipped:
+            rec["skipped_steps"], skipped = skipped, []
         if validate and cfg.val_every_n_steps and step % cfg.val_every_n_steps == 0:
             rec.update(validate(step))
             model.train()
@@ -266,6 +317,8 @@ def _train_loop(model, tok, units, cfg, loss_fn, *, seed, iteration, on_log, val
             on_log(rec)
         bar.update(1)
         bar.set_postfix(loss=f"{agg.get('loss', float('nan')):.4f}", tok_s=f"{rec['tokens_per_s']:.0f}")
+    if skipped and records:  # the last steps were skipped: the last record names them
+        records[-1]["skipped_steps"] = records[-1].get("skipped_steps", []) + skipped
     bar.close()
     model.eval()
     return records

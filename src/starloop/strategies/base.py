@@ -60,7 +60,7 @@ class Strategy:
 
     def units(self, tok, data: Sequence, t: TrainerConfig) -> list[Unit]:
         """One unit per training example: prompt and completion ids (EOS only if the sample ended)."""
-        return [Unit(*tokenize_pair(tok, e.prompt, e.completion, e.eos)) for e in data]
+        return [Unit(*tokenize_pair(tok, e.prompt, e.completion, e.eos), source=e.group) for e in data]
 
     def prepare(self, ctx: TrainContext):
         """Work before the first step (DPO: reference log-probs); returns the model to train."""
@@ -103,8 +103,8 @@ class RewardStrategy(Strategy):
 
         rewards = torch.tensor([e.reward for e in data], dtype=torch.float32)
         coef = self.coefficients(rewards, group_index([e.group for e in data]), t)
-        return [Unit(*tokenize_pair(tok, e.prompt, e.completion, e.eos), scalars={"coef": c, "reward": e.reward})
-                for e, c in zip(data, coef.tolist())]
+        return [Unit(*tokenize_pair(tok, e.prompt, e.completion, e.eos), scalars={"coef": c, "reward": e.reward},
+                     source=e.group) for e, c in zip(data, coef.tolist())]
 
 
 def policy_logps(model, tok, units: Sequence[Unit]):

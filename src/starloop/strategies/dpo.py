@@ -65,7 +65,7 @@ class DPO(Strategy):
         for p in data:
             ctx, chosen = tokenize_pair(tok, p.prompt, p.chosen, p.chosen_eos)
             _, rejected = tokenize_pair(tok, p.prompt, p.rejected, p.rejected_eos)
-            out.append(Unit(ctx, chosen, rejected))
+            out.append(Unit(ctx, chosen, rejected, source=p.question_id))
         return out
 
     def prepare(self, ctx: TrainContext):
@@ -88,7 +88,7 @@ class DPO(Strategy):
             return []
         from starloop.train import train
 
-        warm = [Unit(u.ctx, u.cont) for u in units]
+        warm = [Unit(u.ctx, u.cont, source=u.source) for u in units]
         return train(model, tok, warm, replace(t, strategy="sft", inner_epochs=t.dpo_sft_warmup_epochs,
                                                train_steps=None), seed=seed, progress=progress)
 
