@@ -97,12 +97,17 @@ def sample(run: Run, k: int) -> None:
     trainer.rationalize, one hinted sample of each question no sample solved -> iter_k/rationalize/."""
     cfg, t, it = run.cfg, run.cfg.trainer, run.iter(k)
     distributed.barrier()
-    if (it / "generations.csv").exists() or (k == 1 and t.preload_data_for_training):
-        return  # scored already, or the preloaded file stands for these samples
-    if io.is_done(it / "sample"):
-        failed = _unsolved(run, read_samples(it / "sample" / "generations.csv")) if t.rationalize else []
-        if not failed or io.is_done(it / "rationalize"):
-            return
+    if (it / "generations.csv").exists():
+        return  # scored already
+    preloaded = k == 1 and bool(t.preload_data_for_training)  # the preloaded file stands for the samples
+    if preloaded or io.is_done(it / "sample"):
+        samples = (read_preload_for(cfg, "train", run.questions["train"]) if preloaded
+                   else read_samples(it / "sample" / "generations.csv"))
+        failed = _unsolved(run, samples) if t.rationalize else []
+        if failed and not io.is_done(it / "rationalize"):
+            run.policy.use(run.adapter(k - 1))
+            _rationalize(run, k, failed)
+        return
     policy = run.policy
     policy.use(run.adapter(k - 1))
     samples = sample_to_folder(policy, cfg, run.questions["train"], it / "sample", k=t.samples_per_question,
@@ -111,10 +116,16 @@ def sample(run: Run, k: int) -> None:
                                desc=f"sample iter {k}")
     failed = _unsolved(run, samples) if t.rationalize else []
     if failed:
-        sample_to_folder(policy, cfg, failed, it / "rationalize", k=1, seed_parts=(cfg.seed, "rationalize", k),
-                         temperature=t.temperature, top_p=t.top_p, max_new_tokens=t.max_new_tokens,
-                         batch_size=t.gen_batch_size, hints={q.id: q.gold_letter for q in failed},
-                         desc=f"rationalize iter {k}")
+        _rationalize(run, k, failed)
+
+
+def _rationalize(run: Run, k: int, failed: list[Question]) -> None:
+    """One hinted sample of each question in `failed` by the current policy -> iter_k/rationalize/."""
+    cfg, t = run.cfg, run.cfg.trainer
+    sample_to_folder(run.policy, cfg, failed, run.iter(k) / "rationalize", k=1, seed_parts=(cfg.seed, "rationalize", k),
+                     temperature=t.temperature, top_p=t.top_p, max_new_tokens=t.max_new_tokens,
+                     batch_size=t.gen_batch_size, hints={q.id: q.gold_letter for q in failed},
+                     desc=f"rationalize iter {k}")
 
 
 def score(run: Run, k: int) -> None:
@@ -125,15 +136,14 @@ def score(run: Run, k: int) -> None:
     distributed.barrier()
     if gens.exists():
         return
-    if k == 1 and t.preload_data_for_training:
-        samples = read_preload_for(cfg, "train", run.questions["train"])
-        # read_preload_for keeps only samples of this run's questions, so every one can be scored here.
-        needed = any(c not in s.extra for s in samples for c in reward_columns_needed(cfg))
-    else:
-        samples = read_samples(it / "sample" / "generations.csv")
-        if t.rationalize and _unsolved(run, samples):
-            samples += read_samples(it / "rationalize" / "generations.csv")
-        needed = bool(reward_columns_needed(cfg))
+    preloaded = k == 1 and bool(t.preload_data_for_training)  # it stands for iteration 1's samples
+    # read_preload_for keeps only samples of this run's questions, so every one can be scored here.
+    samples = (read_preload_for(cfg, "train", run.questions["train"]) if preloaded
+               else read_samples(it / "sample" / "generations.csv"))
+    if t.rationalize and _unsolved(run, samples):
+        samples += read_samples(it / "rationalize" / "generations.csv")
+    columns = reward_columns_needed(cfg)
+    needed = any(c not in s.extra for s in samples for c in columns) if preloaded else bool(columns)
     if needed:
         run.policy.use(run.adapter(k - 1))
         compute_reward_columns(run.policy, cfg, samples, run.by_id)
