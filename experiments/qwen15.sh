@@ -4,7 +4,7 @@
 # 1. What it knows: letter-logit 0-shot and 5-shot and greedy chain of thought on all of MMLU val.
 # 2. English STaR, 3 iterations, TRAIN questions x 4 samples, with and without rationalization.
 # 3. Strategy table (same questions, samples and optimizer steps): dpo, iterative RPO, reinforce (rloo,
-#    answer_logprob), weighted_sft (answer_logprob), grpo; ITERS_TABLE iterations each.
+#    answer_logprob), weighted_sft (answer_logprob), grpo; ITERS_TABLE iterations each (iterative RPO at least 2).
 # 4. The bundled African subset: letter-logit, native, English and translate prompting (all languages);
 #    then STaR (sft, and weighted_sft with answer_logprob) on the language where native prompting is lowest.
 # 5. Rewards: weighted_sft with correct (0/1), answer_logprob and expected_likelihood, and sft filtered by
@@ -28,7 +28,7 @@ EVAL_LIMIT=${EVAL_LIMIT:-null}
 NEW=${NEW:-384}
 STEPS=${STEPS:-48}
 ITERS=${ITERS:-3}
-ITERS_TABLE=${ITERS_TABLE:-2}
+ITERS_TABLE=${ITERS_TABLE:-1}  # one round each (from the same samples) fits a 30-minute sitting; iterative RPO takes 2
 GEN=${GEN:-512}        # sequences per sampling batch (4 samples x 128 questions)
 EVB=${EVB:-256}        # questions per evaluation batch
 TB=${TB:-8}            # sequences per micro-batch (x 2 accumulation = 16 per optimizer step)
@@ -65,7 +65,7 @@ en-dpo|train $T $P trainer=dpo trainer.iterations=$ITERS_TABLE
 en-rloo|train $T $P trainer=reinforce trainer.reward=answer_logprob trainer.baseline=rloo trainer.iterations=$ITERS_TABLE
 en-wsft-logprob|train $T $P trainer=weighted_sft trainer.reward=answer_logprob trainer.iterations=$ITERS_TABLE
 en-grpo|train $T $P trainer=grpo trainer.iterations=$ITERS_TABLE
-en-rpo|train $T $P $RPO trainer.iterations=$ITERS_TABLE
+en-rpo|train $T $P $RPO trainer.iterations=$(( ITERS_TABLE > 2 ? ITERS_TABLE : 2 ))
 en-wsft-correct|train $T $P trainer=weighted_sft trainer.reward=correct trainer.iterations=$ITERS_TABLE
 en-wsft-el|train $T $P trainer=weighted_sft trainer.reward=expected_likelihood trainer.label_dist=smoothed trainer.iterations=$ITERS_TABLE
 en-sft-gain|train $T $P trainer=sft trainer.reward=gain trainer.require_gain=true trainer.iterations=$ITERS_TABLE
