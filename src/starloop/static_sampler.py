@@ -153,13 +153,14 @@ class StaticSampler:
         mlp = self.layers[0].mlp
         self.fused_mlp = all(hasattr(mlp, a) for a in ("gate_proj", "up_proj", "down_proj")) and \
             getattr(cfg, "hidden_act", None) in ("silu", "swish")
-        # q, k, v projections concatenated into one weight (plain Linear layers only: a LoRA layer keeps its
-        # own forward). A copy (1.6 GB for an 8B model): weights changed later need a new sampler.
+        # q, k, v projections concatenated into one weight (plain Linear layers, or LoRA layers merged into
+        # theirs: an unmerged LoRA layer keeps its own forward). A copy (1.6 GB for an 8B model): weights
+        # changed later (a merged block left, lora_merge.py) need a new sampler.
         self._qkv_fused: dict[int, tuple] = {}
         fuse_qkv = on_cuda if fuse_projections is None else fuse_projections
         for ly in self.layers if fuse_qkv else ():
             a = ly.self_attn
-            mods = (a.q_proj, a.k_proj, a.v_proj)
+            mods = tuple(m.base_layer if getattr(m, "merged", False) else m for m in (a.q_proj, a.k_proj, a.v_proj))
             biases = [m.bias for m in mods]
             if any(type(m) is not torch.nn.Linear for m in mods) or len({b is None for b in biases}) > 1:
                 continue

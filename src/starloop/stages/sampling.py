@@ -105,16 +105,17 @@ def sample(run: Run, k: int) -> None:
             return
     policy = run.policy
     policy.use(run.adapter(k - 1))
-    samples = sample_to_folder(policy, cfg, run.questions["train"], it / "sample", k=t.samples_per_question,
-                               seed_parts=(cfg.seed, "train", k), temperature=t.temperature, top_p=t.top_p,
-                               max_new_tokens=t.max_new_tokens, batch_size=t.gen_batch_size,
-                               desc=f"sample iter {k}")
-    failed = _unsolved(run, samples) if t.rationalize else []
-    if failed:
-        sample_to_folder(policy, cfg, failed, it / "rationalize", k=1, seed_parts=(cfg.seed, "rationalize", k),
-                         temperature=t.temperature, top_p=t.top_p, max_new_tokens=t.max_new_tokens,
-                         batch_size=t.gen_batch_size, hints={q.id: q.gold_letter for q in failed},
-                         desc=f"rationalize iter {k}")
+    with policy.merged():
+        samples = sample_to_folder(policy, cfg, run.questions["train"], it / "sample", k=t.samples_per_question,
+                                   seed_parts=(cfg.seed, "train", k), temperature=t.temperature, top_p=t.top_p,
+                                   max_new_tokens=t.max_new_tokens, batch_size=t.gen_batch_size,
+                                   desc=f"sample iter {k}")
+        failed = _unsolved(run, samples) if t.rationalize else []
+        if failed:
+            sample_to_folder(policy, cfg, failed, it / "rationalize", k=1,
+                             seed_parts=(cfg.seed, "rationalize", k), temperature=t.temperature, top_p=t.top_p,
+                             max_new_tokens=t.max_new_tokens, batch_size=t.gen_batch_size,
+                             hints={q.id: q.gold_letter for q in failed}, desc=f"rationalize iter {k}")
 
 
 def score(run: Run, k: int) -> None:
@@ -136,7 +137,8 @@ def score(run: Run, k: int) -> None:
         needed = bool(reward_columns_needed(cfg))
     if needed:
         run.policy.use(run.adapter(k - 1))
-        compute_reward_columns(run.policy, cfg, samples, run.by_id)
+        with run.policy.merged():
+            compute_reward_columns(run.policy, cfg, samples, run.by_id)
     write_samples(gens, samples)
 
 
