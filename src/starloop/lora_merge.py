@@ -72,8 +72,8 @@ def unmergeable(model) -> str | None:
 
 
 def _host_available() -> int | None:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in open("/proc/meminfo", encoding="ascii"):
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo", encoding="ascii") as f:
+        for line in f:
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     return None
