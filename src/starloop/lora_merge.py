@@ -136,7 +136,7 @@ def merged_lora(model, copies: dict[str, torch.Tensor] | None = None) -> Iterato
                 adapter = m.active_adapters[0]
                 done.append((m, copies[name]))
                 w.copy_(w.float().add_(delta_weight(m, adapter).to(w.device)).to(w.dtype))
-                m.merged_adapters.append(adapter)
+                m.merged_adapters = [adapter]  # peft then calls the base layer alone
         if layers and layers[0][1].base_layer.weight.device.type == "cuda":
             torch.cuda.synchronize()  # host copies complete before any weight is read merged
             torch.cuda.empty_cache()  # the merge's float32 temporaries: free again for the sampler's sizing
@@ -145,6 +145,6 @@ def merged_lora(model, copies: dict[str, torch.Tensor] | None = None) -> Iterato
         with torch.no_grad():
             for m, host in done:
                 m.base_layer.weight.copy_(host, non_blocking=True)
-                m.merged_adapters.clear()
+                m.merged_adapters = []
         if done and done[0][1].is_pinned():
             torch.cuda.synchronize()  # pinned host copies are read asynchronously

@@ -22,7 +22,8 @@ batch with or when it entered. Inside the graph, nucleus sampling looks at the 6
 a row whose nucleus is wider is flagged and drawn again, exactly, by `gumbel_sample` (`fallback_rows`).
 
 Supported architectures: the Llama family (llama, mistral, qwen2, qwen3), plain or with LoRA adapters
-(peft layers are called as they are); see `static_unsupported` (sampler_support.py). For others
+(peft layers are called as they are: merged into the base weights by `lora_merge.merged_lora` in the
+stages, they run as plain Linear layers, q/k/v fused); see `static_unsupported` (sampler_support.py). For others
 `make_sampler` (fast_sampling.py) falls back to `HFSampler` with a warning.
 """
 
