@@ -212,3 +212,36 @@ def test_training_after_a_merged_pass_is_bit_identical():
     got = _lora_grads(policy, ids)
     assert want.keys() == got.keys() and len(got) == 28
     assert all(torch.equal(want[n], got[n]) for n in want)
+
+
+def test_eval_of_a_checkpoint_runs_merged_and_writes_the_unmerged_outputs(tmp_path, monkeypatch):
+    import contextlib
+
+    import starloop.lora_merge as lm
+    from cli_helpers import run_cli
+
+    model, _ = _lora_model()
+    model.save_pretrained(tmp_path / "adapter")
+    merged_flags = []
+    real = lm.merged_lora
+
+    @contextlib.contextmanager
+    def spy(m, copies=None):
+        with real(m, copies) as done:
+            merged_flags.append(done)
+            yield done
+
+    @contextlib.contextmanager
+    def unmerged(m, copies=None):
+        yield False
+
+    args = ["eval", "model=tiny-random", "model.device=cpu", "eval.limit=3", "eval.max_new_tokens=8",
+            "eval.temperature=1.0", "progress=false", f"checkpoint={tmp_path / 'adapter'}"]
+    tables = []
+    for name, fake in (("merged", spy), ("unmerged", unmerged)):
+        monkeypatch.setattr(lm, "merged_lora", fake)
+        code, _, err = run_cli([*args, f"out={tmp_path / name}"])
+        assert code == 0, err[-2000:]
+        tables.append((tmp_path / name / "generations.csv").read_text())
+    assert merged_flags == [True]
+    assert tables[0] == tables[1]
