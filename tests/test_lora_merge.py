@@ -217,8 +217,9 @@ def test_training_after_a_merged_pass_is_bit_identical():
 def test_eval_of_a_checkpoint_runs_merged_and_writes_the_unmerged_outputs(tmp_path, monkeypatch):
     import contextlib
 
-    import starloop.lora_merge as lm
     from cli_helpers import run_cli
+
+    import starloop.lora_merge as lm
 
     model, _ = _lora_model()
     model.save_pretrained(tmp_path / "adapter")
