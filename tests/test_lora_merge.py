@@ -171,6 +171,11 @@ def test_policy_merged_block_keeps_training_and_the_reference_apart():
         with pytest.raises(RuntimeError, match="inside Policy.merged"):
             policy.use(None, trainable=True, fresh_seed=5)
     assert not policy.merged_now
+    policy.cfg.model.sampler = "vllm"  # vLLM loads the adapter itself: nothing to merge for it
+    now = _base_weights(model)
+    with policy.merged() as merged:
+        assert not merged and _same_bits(_base_weights(model), now)
+    policy.cfg.model.sampler = "auto"
     with model.disable_adapter():  # the DPO reference: the base model, exactly
         assert torch.equal(_logits(model, ids), base_logits)
     assert all(p.requires_grad == ("lora_" in n) for n, p in model.named_parameters())
