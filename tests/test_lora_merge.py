@@ -107,6 +107,8 @@ def test_base_weights_come_back_bit_for_bit_even_after_an_exception():
     assert _same_bits(_base_weights(model), before) and q.base_layer.weight.data_ptr() == ptr
     assert not q.merged and len(copies) == 14 and base_copy_bytes(model) == sum(
         t.numel() * t.element_size() for t in copies.values())
+    buffers = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in copies.values()}
+    assert len(buffers) == 1 and base_copy_bytes(model) <= sum(buffers.values()) < base_copy_bytes(model) + 64 * 14
     for error in (RuntimeError("boom"), KeyboardInterrupt()):
         with pytest.raises(type(error)), merged_lora(model, copies):
             raise error
@@ -251,3 +253,16 @@ def test_eval_of_a_checkpoint_runs_merged_and_writes_the_unmerged_outputs(tmp_pa
         tables.append((tmp_path / name / "generations.csv").read_text())
     assert merged_flags == [True]
     assert tables[0] == tables[1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_the_copy_is_page_locked_and_the_weights_come_back():
+    model, tok = _lora_model(torch.bfloat16)
+    model.to("cuda")
+    before = _base_weights(model)
+    prompts, seeds = _prompts(tok, 4), [sample_seed(0, i) for i in range(4)]
+    copies: dict = {}
+    with merged_lora(model, copies) as merged:
+        assert merged and all(t.is_pinned() for t in copies.values())
+        StaticSampler(model, tok, batch_size=4).generate(prompts, seeds, max_new_tokens=8, temperature=1.0)
+    assert _same_bits(_base_weights(model), before)
