@@ -4,8 +4,8 @@ weights back bit for bit afterwards, from a host copy.
 
 Why: peft keeps LoRA weights in float32 and casts each targeted layer's input to float32, so an unmerged
 adapter adds a cast, two small float32 matmuls, a scale and an add per targeted linear per decode step
-(on an H200, sampling with a Qwen 1.5B adapter took ~4x the base model's time). Merged, a step costs
-what the base model's does.
+(on a shared H200, sampling with a Qwen2.5-Coder-1.5B adapter took ~4x the base model's time). Merged, a
+step costs what the base model's does.
 
 Why not peft's `merge()`/`unmerge()`: unmerge subtracts the delta again, which in bf16 does not give W
 back; over iterations the base would drift. Here the targeted base weights are copied once per process
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import weakref
 from collections.abc import Iterator
 
@@ -27,7 +28,8 @@ import torch
 
 log = logging.getLogger("starloop.lora_merge")
 
-# Host memory the base copy may take, as a share of what the system has available (MemAvailable).
+# Host memory the base copy may take, as a share of this process's part of what the host has available;
+# past it the adapter runs unmerged (slower, no copy).
 HOST_SHARE = 0.5
 _said: set[str] = set()
 
@@ -73,10 +75,11 @@ def unmergeable(model) -> str | None:
 
 
 def _host_available() -> int | None:
+    """This process's share of the host memory available (MemAvailable over the processes of this node)."""
     with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo", encoding="ascii") as f:
         for line in f:
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                return int(line.split()[1]) * 1024 // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     return None
 
 
