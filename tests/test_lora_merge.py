@@ -266,3 +266,17 @@ def test_on_cuda_the_copy_is_page_locked_and_the_weights_come_back():
         assert merged and all(t.is_pinned() for t in copies.values())
         StaticSampler(model, tok, batch_size=4).generate(prompts, seeds, max_new_tokens=8, temperature=1.0)
     assert _same_bits(_base_weights(model), before)
+
+
+def test_a_base_copy_too_big_for_host_memory_runs_unmerged(lora, monkeypatch, caplog):
+    import starloop.lora_merge as lm
+
+    model, _ = lora
+    monkeypatch.setattr(lm, "_host_available", lambda: base_copy_bytes(model))  # the copy would take it all
+    copies: dict = {}
+    with caplog.at_level("INFO", logger="starloop.lora_merge"), merged_lora(model, copies) as merged:
+        assert not merged and not copies
+    assert "available host memory" in caplog.text
+    monkeypatch.setattr(lm, "_host_available", lambda: 3 * base_copy_bytes(model))
+    with merged_lora(model, copies) as merged:
+        assert merged
