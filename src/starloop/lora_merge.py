@@ -9,11 +9,11 @@ step costs what the base model's does.
 
 Why not peft's `merge()`/`unmerge()`: unmerge subtracts the delta again, which in bf16 does not give W
 back; over iterations the base would drift. Here the targeted base weights are copied once per process
-(the base is frozen) to host memory (pinned on CUDA) and copied back with `copy_`, in place, so tensor
+(the base is frozen) to host memory (page-locked on CUDA) and copied back with `copy_`, in place, so tensor
 addresses never change (CUDA graphs and static buffers captured inside the block stay valid inside it).
 
 Merged only: peft `lora.Linear` layers over `nn.Linear` with one active adapter, no DoRA or other variant,
-no LoRA bias, and not sharded (FSDP2 DTensors). Anything else runs unmerged, with one log line.
+no LoRA bias, weights neither sharded (FSDP2 DTensors) nor quantized. Anything else runs unmerged, with one log line.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def unmergeable(model) -> str | None:
         if m.merged or m.disable_adapters:
             return f"{name}: adapter already merged or disabled"
         if type(m.base_layer.weight.data) is not torch.Tensor or type(m.base_layer.weight) is not torch.nn.Parameter:
-            return f"{name}: sharded weights"
+            return f"{name}: sharded or quantized weights"
     return None
 
 
