@@ -52,6 +52,21 @@ def random_model(shape: str, device: str, dtype: torch.dtype, logit_std: float |
     return model
 
 
+def random_adapter(model, r: int = 64, seed: int = 0, std: float = 0.02):
+    """`model` with a fresh LoRA of rank r on all linear layers, B drawn at random (std) so that it is not a
+    zero update: an adapter as a trained iteration leaves it, for timing passes with an adapter attached."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear",
+                                                  lora_dropout=0.0, task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0.0, std)
+    return peft_model.eval().requires_grad_(False)
+
+
 def param_counts(model) -> dict:
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     total = sum(p.numel() for p in lm.parameters())

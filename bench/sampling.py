@@ -6,6 +6,8 @@
     python bench/sampling.py --cases b256:L512:k4:sample:n1024:qwen05b_mmlu_iter1 --continuous-rows 64
     # CPU: the embedded model or the tiny random one, small counts
     python bench/sampling.py --model smollm2-135m --device cpu --cases b8:L64:k1:greedy --new 32
+    # with a LoRA adapter attached (r=64, all linear layers): peft's unmerged layers against merged weights
+    python bench/sampling.py --model Qwen/Qwen2.5-Coder-1.5B-Instruct --adapter random --skip-plain
 
 A case is `b<rows>:L<prompt length or lo-hi>:k<samples per prompt>:<greedy|sample>[:n<rows>][:<lengths>]`:
 b = rows decoded together (the batch), n = rows in all (default b; questions x k), prompts of random token
@@ -25,6 +27,7 @@ runs b rows (perfect packing) over the same useful tokens.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import time
 
@@ -36,6 +39,7 @@ from common import (
     measure_ceilings,
     out_dir,
     param_counts,
+    random_adapter,
     random_model,
     sync,
     table,
@@ -43,6 +47,7 @@ from common import (
 )
 
 from starloop.fast_sampling import SamplerStats, StaticSampler
+from starloop.lora_merge import merged_lora
 
 GPU_CASES = ["b256:L512:k4:sample", "b256:L512:k1:greedy", "b256:L512:k4:sample:n1024:qwen05b_mmlu_iter1",
              "b256:L512:k4:sample:n1024:qwen05b_mmlu_iter0"]
@@ -408,6 +413,8 @@ def main() -> None:
                     help="real-length cases: rows through transformers' continuous batching (0 = skip)")
     ap.add_argument("--profile", action="store_true", help="kernel time table of the first case (warm)")
     ap.add_argument("--profile-steps", type=int, default=48)
+    ap.add_argument("--adapter", choices=["random"], default=None,
+                    help="attach a random LoRA (r=64, all linear layers) and time each case unmerged and merged")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     on_cuda = torch.device(args.device).type == "cuda"
@@ -433,6 +440,9 @@ def main() -> None:
         shape = args.shape or ("llama-8b" if on_cuda else "tiny")
         model = random_model(shape, args.device, torch.bfloat16 if on_cuda else torch.float32)
         name = f"random {shape}"
+    if args.adapter:
+        model = random_adapter(model)
+        name += " + random LoRA r=64 (all linear)"
     vocab = model.config.vocab_size
     print(f"model: {name}, {param_counts(model)['total'] / 1e9:.3f} B parameters, {model.dtype}", flush=True)
 
@@ -445,11 +455,19 @@ def main() -> None:
     json_path = args.out or (out_dir() and f"{out_dir()}/sampling.json")
     for case in cases:
         run = real_length_case if case["lengths"] else fixed_case
-        for r in run(case, model, args, ceil, n_new, checks):
-            rows.append(r)
-            print(r, flush=True)
-            write_json(json_path, {"env": env, "ceilings": ceil, "model": name, "new_tokens": n_new,
-                                   "checks": checks, "rows": rows}, quiet=True)
+        for lora in ("unmerged", "merged") if args.adapter else (None,):
+            t0 = time.perf_counter()
+            with merged_lora(model) if lora == "merged" else contextlib.nullcontext():
+                merge_s = time.perf_counter() - t0  # the first merge also copies the base to host memory
+                case_rows = run(case, model, args, ceil, n_new, checks)
+            for r in case_rows:
+                if lora:
+                    r.update(adapter=lora, merge_s=merge_s if lora == "merged" else None)
+                    r["variant"] = f"{r['variant']}, LoRA {lora}"
+                rows.append(r)
+                print(r, flush=True)
+                write_json(json_path, {"env": env, "ceilings": ceil, "model": name, "new_tokens": n_new,
+                                       "checks": checks, "rows": rows}, quiet=True)
 
     cols = [("case", "case"), ("variant", "starloop variant"), ("plain_tok_s", "plain tok/s"),
             ("continuous_tok_s", "generate_batch tok/s"), ("static_tok_s", "starloop tok/s"),
@@ -458,7 +476,7 @@ def main() -> None:
             ("roofline_step_ms", "roofline ms/step"), ("static_prefill_s", "prefill s"),
             ("plain_cold_tok_s", "plain 1st run tok/s"), ("static_cold_tok_s", "starloop 1st run tok/s"),
             ("occupancy", "seat occupancy"), ("refills", "refills"), ("capture_s", "1st-run overhead s"),
-            ("fallback_rows", "fallback rows"), ("error", "error")]
+            ("fallback_rows", "fallback rows"), ("merge_s", "LoRA merge s"), ("error", "error")]
     print(f"\n{env['card']}, {env['date']}, {name}, {n_new} new tokens per row, torch {env['torch']}, "
           f"transformers {env['transformers']}")
     print(table(rows, cols), flush=True)

@@ -265,10 +265,12 @@ def eval_questions(cfg: Config, log=None) -> list[Question]:
 
 def run_eval(cfg: Config) -> dict:
     """`starloop eval`: evaluate the model (or a checkpoint) on cfg.data.split; write results under cfg.out."""
+    import contextlib
     import json
     import logging
 
     from starloop.config import to_dict
+    from starloop.lora_merge import merged_lora
     from starloop.metrics import format_table, group_summaries, summarize
     from starloop.models import load_adapter, load_model, resolve_checkpoint
 
@@ -283,10 +285,13 @@ def run_eval(cfg: Config) -> dict:
         model = load_adapter(model, adapter)
         model.eval()
     t_load = time.time() - t0
-    samples = evaluate_questions(model, tok, questions, cfg, few_shot=few_shot)
-    if cfg.eval.mode == "generate" and cfg.scoring.cross_check:
-        add_forced_choice(model, tok, samples, {q.id: q for q in questions}, cfg.prompt,
-                          cfg.eval.batch_size or CPU_BATCH_SIZE)
+    # The adapter merged into the weights for the passes (not for vLLM, which loads the adapter itself).
+    merge = merged_lora(model) if adapter is not None and cfg.model.sampler != "vllm" else contextlib.nullcontext()
+    with merge:
+        samples = evaluate_questions(model, tok, questions, cfg, few_shot=few_shot)
+        if cfg.eval.mode == "generate" and cfg.scoring.cross_check:
+            add_forced_choice(model, tok, samples, {q.id: q for q in questions}, cfg.prompt,
+                              cfg.eval.batch_size or CPU_BATCH_SIZE)
     summary = summarize(samples)
     summary.update(mode=cfg.eval.mode, split=cfg.data.split, data=cfg.data.name, model=cfg.model.name,
                    checkpoint=cfg.checkpoint, wall_s=round(time.time() - t0, 2), load_s=round(t_load, 2))

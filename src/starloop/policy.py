@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from starloop.config import Config
@@ -17,11 +19,32 @@ class Policy:
         self.base, self.tok = load_model(cfg.model, for_training=True)
         self.model = self.base
         self.adapter: str | None = None
+        self.base_copies: dict = {}  # host copies of the LoRA-targeted base weights (lora_merge.merged_lora)
+        self.merged_now = False
+
+    @contextlib.contextmanager
+    def merged(self) -> Iterator[bool]:
+        """No-grad passes (sampling, scoring, validation) on the current adapter merged into the base
+        weights, restored bit for bit on exit (`lora_merge.merged_lora`; yields whether it merged). Not for
+        the vLLM sampler, which loads the adapter itself, nor for weights sharded for training."""
+        from starloop.lora_merge import merged_lora
+
+        if self.model is self.base or self.cfg.model.sampler == "vllm":
+            yield False
+            return
+        with merged_lora(self.model, self.base_copies) as done:
+            self.merged_now = done
+            try:
+                yield done
+            finally:
+                self.merged_now = False
 
     def use(self, adapter: Path | None, trainable: bool = False, fresh_seed: int | None = None):
         """Switch to `adapter` (None = base; fresh_seed = a new seeded LoRA for training)."""
         from starloop.models import attach_lora, load_adapter
 
+        if self.merged_now:  # training and other adapters must never see merged weights
+            raise RuntimeError("Policy.use inside Policy.merged(): leave the merged block first")
         key = f"fresh:{fresh_seed}" if fresh_seed is not None else (str(adapter) if adapter else None)
         if key == self.adapter and not trainable:
             return self.model

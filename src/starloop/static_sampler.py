@@ -22,7 +22,8 @@ batch with or when it entered. Inside the graph, nucleus sampling looks at the 6
 a row whose nucleus is wider is flagged and drawn again, exactly, by `gumbel_sample` (`fallback_rows`).
 
 Supported architectures: the Llama family (llama, mistral, qwen2, qwen3), plain or with LoRA adapters
-(peft layers are called as they are); see `static_unsupported` (sampler_support.py). For others
+(peft layers are called as they are: merged into the base weights by `lora_merge.merged_lora` in the
+stages, they run as plain Linear layers, q/k/v fused); see `static_unsupported` (sampler_support.py). For others
 `make_sampler` (fast_sampling.py) falls back to `HFSampler` with a warning.
 """
 
@@ -153,13 +154,14 @@ class StaticSampler:
         mlp = self.layers[0].mlp
         self.fused_mlp = all(hasattr(mlp, a) for a in ("gate_proj", "up_proj", "down_proj")) and \
             getattr(cfg, "hidden_act", None) in ("silu", "swish")
-        # q, k, v projections concatenated into one weight (plain Linear layers only: a LoRA layer keeps its
-        # own forward). A copy (1.6 GB for an 8B model): weights changed later need a new sampler.
+        # q, k, v projections concatenated into one weight (plain Linear layers, or LoRA layers merged into
+        # theirs: an unmerged LoRA layer keeps its own forward). A copy (1.6 GB for an 8B model): weights
+        # changed later (a merged block left, lora_merge.py) need a new sampler.
         self._qkv_fused: dict[int, tuple] = {}
         fuse_qkv = on_cuda if fuse_projections is None else fuse_projections
         for ly in self.layers if fuse_qkv else ():
             a = ly.self_attn
-            mods = (a.q_proj, a.k_proj, a.v_proj)
+            mods = tuple(m.base_layer if getattr(m, "merged", False) else m for m in (a.q_proj, a.k_proj, a.v_proj))
             biases = [m.bias for m in mods]
             if any(type(m) is not torch.nn.Linear for m in mods) or len({b is None for b in biases}) > 1:
                 continue

@@ -106,17 +106,19 @@ def sample(run: Run, k: int) -> None:
         failed = _unsolved(run, samples) if t.rationalize else []
         if failed and not io.is_done(it / "rationalize"):
             run.policy.use(run.adapter(k - 1))
-            _rationalize(run, k, failed)
+            with run.policy.merged():
+                _rationalize(run, k, failed)
         return
     policy = run.policy
     policy.use(run.adapter(k - 1))
-    samples = sample_to_folder(policy, cfg, run.questions["train"], it / "sample", k=t.samples_per_question,
-                               seed_parts=(cfg.seed, "train", k), temperature=t.temperature, top_p=t.top_p,
-                               max_new_tokens=t.max_new_tokens, batch_size=t.gen_batch_size,
-                               desc=f"sample iter {k}")
-    failed = _unsolved(run, samples) if t.rationalize else []
-    if failed:
-        _rationalize(run, k, failed)
+    with policy.merged():
+        samples = sample_to_folder(policy, cfg, run.questions["train"], it / "sample", k=t.samples_per_question,
+                                   seed_parts=(cfg.seed, "train", k), temperature=t.temperature, top_p=t.top_p,
+                                   max_new_tokens=t.max_new_tokens, batch_size=t.gen_batch_size,
+                                   desc=f"sample iter {k}")
+        failed = _unsolved(run, samples) if t.rationalize else []
+        if failed:
+            _rationalize(run, k, failed)
 
 
 def _rationalize(run: Run, k: int, failed: list[Question]) -> None:
@@ -146,7 +148,8 @@ def score(run: Run, k: int) -> None:
     needed = any(c not in s.extra for s in samples for c in columns) if preloaded else bool(columns)
     if needed:
         run.policy.use(run.adapter(k - 1))
-        compute_reward_columns(run.policy, cfg, samples, run.by_id)
+        with run.policy.merged():
+            compute_reward_columns(run.policy, cfg, samples, run.by_id)
     write_samples(gens, samples)
 
 

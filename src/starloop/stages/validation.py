@@ -30,7 +30,8 @@ def validate(run: Run, k: int) -> list[dict]:
         lines = json.loads((folder / "metrics.json").read_text())
     else:
         run.policy.use(run.adapter(k))
-        lines = _validate(run, k, folder, _training_summary(run, k))
+        with run.policy.merged():
+            lines = _validate(run, k, folder, _training_summary(run, k))
     if run.logger is not None:
         run.logger.validation(k, lines, folder)
     rebuild_metrics(run.out)
