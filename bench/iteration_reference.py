@@ -16,11 +16,13 @@ outside the stages in both pipelines. Needs `trl` and `datasets` (starloop's dev
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from starloop import evaluate
 from starloop.config import Config
@@ -31,6 +33,38 @@ from starloop.stages.sampling import run_questions
 from starloop.stages.training import training_data
 
 STAGES = ("sampling", "scoring", "training", "validation")
+
+
+def train_split(stage: tuple[float, float], inner: tuple[float, float], step_s: list[float]) -> dict:
+    """The training stage split into setup (stage start to the first step: training data, LoRA, tokenizing,
+    optimizer, plan), steps (the optimizer steps' own seconds), save (last step to stage end: adapter, logs),
+    with the first and the median step's seconds (the first pays for warm-up). stage: (start, end) of the
+    stage; inner: (start, end) of the part holding the steps; step_s: each step's seconds."""
+    steps = sum(step_s)
+    rest = step_s[1:] or step_s
+    return {"train_setup_s": inner[0] - stage[0] + (inner[1] - inner[0] - steps), "train_steps_s": steps,
+            "train_save_s": stage[1] - inner[1], "train_step_first_s": step_s[0] if step_s else None,
+            "train_step_median_s": statistics.median(rest) if rest else None}
+
+
+class StepClock(TrainerCallback):
+    """When the first optimizer step begins and each one ends (after the device finished it, on CUDA): a step
+    is the time from the end of the one before (data collation, the step, the trainer's per-step logging)."""
+
+    def __init__(self, cuda: bool):
+        self.cuda, self.first_begin, self.ends = cuda, None, []
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_step_begin(self, args, state, control, **kw):
+        if self.first_begin is None:
+            self.first_begin = self._now()
+
+    def on_step_end(self, args, state, control, **kw):
+        self.ends.append(self._now())
 
 
 def plain_generate(model, tok, prompts: list[str], *, k: int, max_new_tokens: int, temperature: float,
@@ -113,6 +147,7 @@ def run_reference(cfg: Config, workdir: Path, *, rows: int, steps: int | None) -
     per_step = t.train_batch_size * t.grad_accum
     n_steps = steps if steps is not None else (t.train_steps or t.inner_epochs * math.ceil(len(examples) / per_step))
     log: list[dict] = []
+    split: dict = {}
     if examples and n_steps:
         bf16 = next(model.parameters()).dtype == torch.bfloat16
         args = SFTConfig(
@@ -126,9 +161,18 @@ def run_reference(cfg: Config, workdir: Path, *, rows: int, steps: int | None) -
         lora = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, task_type="CAUSAL_LM",
                           target_modules="all-linear" if t.lora_target_modules == ["all-linear"]
                           else list(t.lora_target_modules))
+        clock = StepClock(cuda)
         with stage("training"):
-            trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=lora)
+            started = time.perf_counter()
+            trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=lora,
+                                 callbacks=[clock])
             trainer.train()
+            if cuda:
+                torch.cuda.synchronize()
+            ended = time.perf_counter()
+        if clock.ends:
+            step_s = [b - a for a, b in zip([clock.first_begin, *clock.ends], clock.ends)]
+            split = train_split((started, ended), (clock.first_begin, clock.ends[-1]), step_s)
         log = [r for r in trainer.state.log_history if "loss" in r]
         model = trainer.model
         model.config.use_cache = True
@@ -140,4 +184,4 @@ def run_reference(cfg: Config, workdir: Path, *, rows: int, steps: int | None) -
             "samples": len(samples), "gen_tokens": n_gen, "sample_tok_s": n_gen / max(times["sampling"], 1e-9),
             "kept": len(examples), "train_steps": len(log), "rows": rows,
             "val_accuracy_before": before["accuracy"], "val_accuracy_after": after["accuracy"],
-            "final_loss": log[-1]["loss"] if log else None}
+            "final_loss": log[-1]["loss"] if log else None, **split}
