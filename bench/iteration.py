@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 from common import environment, out_dir, table, write_json
-from iteration_reference import train_split
+from iteration_reference import cuda_memory, memory_during, profiled, train_split
 
 from starloop import loop, stages
 from starloop import train as fit
@@ -88,7 +88,21 @@ def run_once(args, sampler: str, workdir: Path) -> dict:
     loop_fn = fit.train
     try:
         stages.STAGES.update({n: timer.wrap(n, f) for n, f in originals.items()})
-        fit.train = timer.wrap("train_loop", loop_fn)  # the stage calls it through the module
+
+        def loop_maybe_profiled(*a, **k):
+            with profiled(args.profile_train, f"starloop-{sampler}-train"):
+                return loop_fn(*a, **k)
+        fit.train = timer.wrap("train_loop", loop_maybe_profiled)  # the stage calls it through the module
+        train_stage = stages.STAGES["train"]
+        memory: dict = {}
+
+        def train_with_memory(*a, **k):
+            memory["before"] = cuda_memory() if timer.cuda else {}
+            try:
+                return train_stage(*a, **k)
+            finally:
+                memory["after"] = cuda_memory() if timer.cuda else {}
+        stages.STAGES["train"] = train_with_memory
         t0 = time.perf_counter()
         loop.run_train(cfg)
         total = time.perf_counter() - t0
@@ -113,6 +127,7 @@ def run_once(args, sampler: str, workdir: Path) -> dict:
         "final_loss": log[-1]["loss"] if log else None,
         **(train_split(timer.spans["train"], timer.spans["train_loop"], [r["wall_s"] for r in log])
            if "train_loop" in timer.spans else {}),
+        **memory_during(memory.get("before", {}), memory.get("after", {})),
     }
 
 
@@ -144,6 +159,9 @@ def parse_args(argv=None):
     ap.add_argument("--cross-check", action="store_true", help="starloop validates with scoring.cross_check")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (CPU runs only)")
     ap.add_argument("--progress", action="store_true", help="progress bars")
+    ap.add_argument("--profile-train", default=None, metavar="DIR",
+                    help="torch.profiler over both pipelines' training steps: top ops printed, traces in DIR "
+                         "(slows the steps: time without it)")
     ap.add_argument("--out", default=None, help="JSON results file (default $BENCH_OUT/iteration.json)")
     args = ap.parse_args(argv)
     if args.reference and args.strategy != "sft":
@@ -171,7 +189,7 @@ def main(argv=None) -> dict:
             ref_rows = args.ref_batch or args.batch or (256 if args.device.startswith("cuda") else 16)
             # the steps starloop took (--steps when it kept anything; none when it kept nothing)
             reference = run_reference(make_config(args, "hf", Path(tmp) / "reference"), Path(tmp),
-                                      rows=ref_rows, steps=rows[0]["train_steps"])
+                                      rows=ref_rows, steps=rows[0]["train_steps"], profile=args.profile_train)
             if (reference["train_steps"] == 0) != (rows[0]["train_steps"] == 0):
                 print("warning: one pipeline kept no rationale and did not train; the training ratio compares "
                       "unequal work (more questions or samples make it likelier that both keep some)", flush=True)
@@ -189,7 +207,9 @@ def main(argv=None) -> dict:
     print(table(rows + ([reference] if reference else []),
                 [("pipeline", "pipeline"), ("training_s", "training s"), ("train_setup_s", "setup s"),
                  ("train_steps_s", "steps s"), ("train_save_s", "save s"), ("train_steps", "steps"),
-                 ("train_step_first_s", "first step s"), ("train_step_median_s", "median step s")]), flush=True)
+                 ("train_step_first_s", "first step s"), ("train_step_median_s", "median step s"),
+                 ("train_free_gib_at_start", "free GiB at start"), ("train_alloc_retries", "alloc retries")]),
+          flush=True)
     result = {"env": env, "args": vars(args), "rows": rows}
     if reference:
         result["reference"] = reference

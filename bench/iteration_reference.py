@@ -47,6 +47,45 @@ def train_split(stage: tuple[float, float], inner: tuple[float, float], step_s: 
             "train_step_median_s": statistics.median(rest) if rest else None}
 
 
+def cuda_memory() -> dict:
+    """Free GPU memory, what the caching allocator holds, and its retries so far (a retry frees every cached
+    block and synchronizes: many of them in training mean it runs short of memory, e.g. buffers left from
+    sampling); {} without CUDA."""
+    if not torch.cuda.is_available():
+        return {}
+    free, _ = torch.cuda.mem_get_info()
+    stats = torch.cuda.memory_stats()
+    return {"free_gib": free / 2**30, "reserved_gib": torch.cuda.memory_reserved() / 2**30,
+            "alloc_retries": stats.get("num_alloc_retries", 0)}
+
+
+def memory_during(before: dict, after: dict) -> dict:
+    """The training stage's memory figures: free and reserved at its start, allocator retries during it."""
+    if not before:
+        return {}
+    return {"train_free_gib_at_start": before["free_gib"], "train_reserved_gib_at_start": before["reserved_gib"],
+            "train_alloc_retries": after["alloc_retries"] - before["alloc_retries"]}
+
+
+@contextmanager
+def profiled(folder: str | None, name: str):
+    """With a folder: torch.profiler over the block (CPU, and CUDA when present), its top ops by self time
+    printed and its trace written to folder/<name>.json; without: nothing (the profiler slows every op)."""
+    if not folder:
+        yield
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=acts) as prof:
+        yield
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(Path(folder) / f"{name}.json"))
+    for key in ["self_cpu_time_total"] + (["self_cuda_time_total"] if torch.cuda.is_available() else []):
+        print(f"\n{name}: top ops by {key}")
+        print(prof.key_averages().table(sort_by=key, row_limit=25), flush=True)
+
+
 class StepClock(TrainerCallback):
     """When the first optimizer step begins and each one ends (after the device finished it, on CUDA): a step
     is the time from the end of the one before (data collation, the step, the trainer's per-step logging)."""
@@ -106,9 +145,10 @@ def _validate(cfg: Config, model, tok, val_qs, val_prompts, rows: int) -> dict:
     return summarize(_score(cfg, val_qs, val_prompts, gens))
 
 
-def run_reference(cfg: Config, workdir: Path, *, rows: int, steps: int | None) -> dict:
+def run_reference(cfg: Config, workdir: Path, *, rows: int, steps: int | None, profile: str | None = None) -> dict:
     """Time the plain pipeline on `cfg`'s questions. steps: optimizer steps (None = what starloop would plan
-    for the kept examples: inner_epochs passes, or trainer.train_steps)."""
+    for the kept examples: inner_epochs passes, or trainer.train_steps). profile: a folder for a torch.profiler
+    trace of the training steps (`profiled`)."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
@@ -162,17 +202,20 @@ def run_reference(cfg: Config, workdir: Path, *, rows: int, steps: int | None) -
                           target_modules="all-linear" if t.lora_target_modules == ["all-linear"]
                           else list(t.lora_target_modules))
         clock = StepClock(cuda)
+        memory = cuda_memory() if cuda else {}
         with stage("training"):
             started = time.perf_counter()
             trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=lora,
                                  callbacks=[clock])
-            trainer.train()
+            with profiled(profile, "reference-train"):
+                trainer.train()
             if cuda:
                 torch.cuda.synchronize()
             ended = time.perf_counter()
         if clock.ends:
             step_s = [b - a for a, b in zip([clock.first_begin, *clock.ends], clock.ends)]
             split = train_split((started, ended), (clock.first_begin, clock.ends[-1]), step_s)
+        split.update(memory_during(memory, cuda_memory() if cuda else {}))
         log = [r for r in trainer.state.log_history if "loss" in r]
         model = trainer.model
         model.config.use_cache = True

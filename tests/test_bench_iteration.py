@@ -65,6 +65,24 @@ def test_train_split_of_a_stage(reference):
     assert reference.train_split((0.0, 1.0), (0.0, 1.0), [1.0])["train_step_median_s"] == 1.0
 
 
+def test_memory_during_training_counts_the_retries_of_the_stage(reference):
+    before = {"free_gib": 12.5, "reserved_gib": 100.0, "alloc_retries": 3}
+    after = {"free_gib": 2.0, "reserved_gib": 110.0, "alloc_retries": 40}
+    assert reference.memory_during(before, after) == {"train_free_gib_at_start": 12.5,
+                                                      "train_reserved_gib_at_start": 100.0, "train_alloc_retries": 37}
+    assert reference.memory_during({}, {}) == {}  # no CUDA
+
+
+def test_profiled_writes_a_trace_only_when_asked(reference, tmp_path):
+    import torch
+
+    with reference.profiled(None, "none"):
+        torch.ones(3).sum()
+    with reference.profiled(str(tmp_path), "tiny"):
+        torch.ones(3).sum()
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.json"]
+
+
 def test_plain_generate_groups_k_samples_per_prompt_in_order(tiny, reference):
     import torch
 
