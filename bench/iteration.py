@@ -29,8 +29,10 @@ from pathlib import Path
 
 import torch
 from common import environment, out_dir, table, write_json
+from iteration_reference import cuda_memory, memory_during, profiled, train_split
 
 from starloop import loop, stages
+from starloop import train as fit
 from starloop.config import Config, DataConfig, EvalConfig, ModelConfig, ScoringConfig, TrainerConfig
 from starloop.records import read_samples
 
@@ -56,6 +58,7 @@ class StageTimer:
 
     def __init__(self, cuda: bool):
         self.seconds: dict[str, float] = defaultdict(float)
+        self.spans: dict[str, tuple[float, float]] = {}  # (start, end) of each stage's last call
         self.cuda = cuda
 
     def wrap(self, name: str, fn):
@@ -66,7 +69,9 @@ class StageTimer:
             finally:
                 if self.cuda:
                     torch.cuda.synchronize()
-                self.seconds[name] += time.perf_counter() - t
+                end = time.perf_counter()
+                self.seconds[name] += end - t
+                self.spans[name] = (t, end)
         return wrapper
 
     def stages(self) -> dict[str, float]:
@@ -80,13 +85,30 @@ def run_once(args, sampler: str, workdir: Path) -> dict:
     originals = {n: stages.STAGES[n] for n in WRAPPED}
     out = workdir / f"run-{sampler}"
     cfg = make_config(args, sampler, out)
+    loop_fn = fit.train
     try:
         stages.STAGES.update({n: timer.wrap(n, f) for n, f in originals.items()})
+
+        def loop_maybe_profiled(*a, **k):
+            with profiled(args.profile_train, f"starloop-{sampler}-train"):
+                return loop_fn(*a, **k)
+        fit.train = timer.wrap("train_loop", loop_maybe_profiled)  # the stage calls it through the module
+        train_stage = stages.STAGES["train"]
+        memory: dict = {}
+
+        def train_with_memory(*a, **k):
+            memory["before"] = cuda_memory() if timer.cuda else {}
+            try:
+                return train_stage(*a, **k)
+            finally:
+                memory["after"] = cuda_memory() if timer.cuda else {}
+        stages.STAGES["train"] = train_with_memory
         t0 = time.perf_counter()
         loop.run_train(cfg)
         total = time.perf_counter() - t0
     finally:
         stages.STAGES.update(originals)
+        fit.train = loop_fn
     split = timer.stages()
     gen = read_samples(out / "iter_1" / "generations.csv")
     val = read_samples(out / "iter_1" / "val" / "generations.csv")
@@ -103,6 +125,9 @@ def run_once(args, sampler: str, workdir: Path) -> dict:
         "kept": json.loads((out / "iter_1" / "train" / "DONE").read_text()).get("n_units"),
         "val_accuracy_before": metrics[0]["accuracy"], "val_accuracy_after": metrics[-1]["accuracy"],
         "final_loss": log[-1]["loss"] if log else None,
+        **(train_split(timer.spans["train"], timer.spans["train_loop"], [r["wall_s"] for r in log])
+           if "train_loop" in timer.spans else {}),
+        **memory_during(memory.get("before", {}), memory.get("after", {})),
     }
 
 
@@ -134,6 +159,9 @@ def parse_args(argv=None):
     ap.add_argument("--cross-check", action="store_true", help="starloop validates with scoring.cross_check")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (CPU runs only)")
     ap.add_argument("--progress", action="store_true", help="progress bars")
+    ap.add_argument("--profile-train", default=None, metavar="DIR",
+                    help="torch.profiler over both pipelines' training steps: top ops printed, traces in DIR "
+                         "(slows the steps: time without it)")
     ap.add_argument("--out", default=None, help="JSON results file (default $BENCH_OUT/iteration.json)")
     args = ap.parse_args(argv)
     if args.reference and args.strategy != "sft":
@@ -161,7 +189,7 @@ def main(argv=None) -> dict:
             ref_rows = args.ref_batch or args.batch or (256 if args.device.startswith("cuda") else 16)
             # the steps starloop took (--steps when it kept anything; none when it kept nothing)
             reference = run_reference(make_config(args, "hf", Path(tmp) / "reference"), Path(tmp),
-                                      rows=ref_rows, steps=rows[0]["train_steps"])
+                                      rows=ref_rows, steps=rows[0]["train_steps"], profile=args.profile_train)
             if (reference["train_steps"] == 0) != (rows[0]["train_steps"] == 0):
                 print("warning: one pipeline kept no rationale and did not train; the training ratio compares "
                       "unequal work (more questions or samples make it likelier that both keep some)", flush=True)
@@ -174,6 +202,14 @@ def main(argv=None) -> dict:
     print(f"\n{env['card']}, {env['date']}, {args.model}, {args.questions} questions x {args.samples} samples, "
           f"{args.new} new tokens, {args.val} validation questions, strategy {args.strategy}")
     print(table(rows + ([reference] if reference else []), cols), flush=True)
+    print("\ntraining stage split (s): setup = data, LoRA, tokenizing, optimizer up to the first step; steps = the "
+          "optimizer steps; save = after the last step (starloop saves the adapter, the reference saves nothing)")
+    print(table(rows + ([reference] if reference else []),
+                [("pipeline", "pipeline"), ("training_s", "training s"), ("train_setup_s", "setup s"),
+                 ("train_steps_s", "steps s"), ("train_save_s", "save s"), ("train_steps", "steps"),
+                 ("train_step_first_s", "first step s"), ("train_step_median_s", "median step s"),
+                 ("train_free_gib_at_start", "free GiB at start"), ("train_alloc_retries", "alloc retries")]),
+          flush=True)
     result = {"env": env, "args": vars(args), "rows": rows}
     if reference:
         result["reference"] = reference

@@ -16,11 +16,13 @@ outside the stages in both pipelines. Needs `trl` and `datasets` (starloop's dev
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from starloop import evaluate
 from starloop.config import Config
@@ -31,6 +33,77 @@ from starloop.stages.sampling import run_questions
 from starloop.stages.training import training_data
 
 STAGES = ("sampling", "scoring", "training", "validation")
+
+
+def train_split(stage: tuple[float, float], inner: tuple[float, float], step_s: list[float]) -> dict:
+    """The training stage split into setup (stage start to the first step: training data, LoRA, tokenizing,
+    optimizer, plan), steps (the optimizer steps' own seconds), save (last step to stage end: adapter, logs),
+    with the first and the median step's seconds (the first pays for warm-up). stage: (start, end) of the
+    stage; inner: (start, end) of the part holding the steps; step_s: each step's seconds."""
+    steps = sum(step_s)
+    rest = step_s[1:] or step_s
+    return {"train_setup_s": inner[0] - stage[0] + (inner[1] - inner[0] - steps), "train_steps_s": steps,
+            "train_save_s": stage[1] - inner[1], "train_step_first_s": step_s[0] if step_s else None,
+            "train_step_median_s": statistics.median(rest) if rest else None}
+
+
+def cuda_memory() -> dict:
+    """Free GPU memory, what the caching allocator holds, and its retries so far (a retry frees every cached
+    block and synchronizes: many of them in training mean it runs short of memory, e.g. buffers left from
+    sampling); {} without CUDA."""
+    if not torch.cuda.is_available():
+        return {}
+    free, _ = torch.cuda.mem_get_info()
+    stats = torch.cuda.memory_stats()
+    return {"free_gib": free / 2**30, "reserved_gib": torch.cuda.memory_reserved() / 2**30,
+            "alloc_retries": stats.get("num_alloc_retries", 0)}
+
+
+def memory_during(before: dict, after: dict) -> dict:
+    """The training stage's memory figures: free and reserved at its start, allocator retries during it."""
+    if not before:
+        return {}
+    return {"train_free_gib_at_start": before["free_gib"], "train_reserved_gib_at_start": before["reserved_gib"],
+            "train_alloc_retries": after["alloc_retries"] - before["alloc_retries"]}
+
+
+@contextmanager
+def profiled(folder: str | None, name: str):
+    """With a folder: torch.profiler over the block (CPU, and CUDA when present), its top ops by self time
+    printed and its trace written to folder/<name>.json; without: nothing (the profiler slows every op)."""
+    if not folder:
+        yield
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=acts) as prof:
+        yield
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(Path(folder) / f"{name}.json"))
+    for key in ["self_cpu_time_total"] + (["self_cuda_time_total"] if torch.cuda.is_available() else []):
+        print(f"\n{name}: top ops by {key}")
+        print(prof.key_averages().table(sort_by=key, row_limit=25), flush=True)
+
+
+class StepClock(TrainerCallback):
+    """When the first optimizer step begins and each one ends (after the device finished it, on CUDA): a step
+    is the time from the end of the one before (data collation, the step, the trainer's per-step logging)."""
+
+    def __init__(self, cuda: bool):
+        self.cuda, self.first_begin, self.ends = cuda, None, []
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_step_begin(self, args, state, control, **kw):
+        if self.first_begin is None:
+            self.first_begin = self._now()
+
+    def on_step_end(self, args, state, control, **kw):
+        self.ends.append(self._now())
 
 
 def plain_generate(model, tok, prompts: list[str], *, k: int, max_new_tokens: int, temperature: float,
@@ -72,9 +145,10 @@ def _validate(cfg: Config, model, tok, val_qs, val_prompts, rows: int) -> dict:
     return summarize(_score(cfg, val_qs, val_prompts, gens))
 
 
-def run_reference(cfg: Config, workdir: Path, *, rows: int, steps: int | None) -> dict:
+def run_reference(cfg: Config, workdir: Path, *, rows: int, steps: int | None, profile: str | None = None) -> dict:
     """Time the plain pipeline on `cfg`'s questions. steps: optimizer steps (None = what starloop would plan
-    for the kept examples: inner_epochs passes, or trainer.train_steps)."""
+    for the kept examples: inner_epochs passes, or trainer.train_steps). profile: a folder for a torch.profiler
+    trace of the training steps (`profiled`)."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
@@ -113,6 +187,7 @@ def run_reference(cfg: Config, workdir: Path, *, rows: int, steps: int | None) -
     per_step = t.train_batch_size * t.grad_accum
     n_steps = steps if steps is not None else (t.train_steps or t.inner_epochs * math.ceil(len(examples) / per_step))
     log: list[dict] = []
+    split: dict = {}
     if examples and n_steps:
         bf16 = next(model.parameters()).dtype == torch.bfloat16
         args = SFTConfig(
@@ -126,9 +201,21 @@ def run_reference(cfg: Config, workdir: Path, *, rows: int, steps: int | None) -
         lora = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, task_type="CAUSAL_LM",
                           target_modules="all-linear" if t.lora_target_modules == ["all-linear"]
                           else list(t.lora_target_modules))
+        clock = StepClock(cuda)
+        memory = cuda_memory() if cuda else {}
         with stage("training"):
-            trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=lora)
-            trainer.train()
+            started = time.perf_counter()
+            trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=lora,
+                                 callbacks=[clock])
+            with profiled(profile, "reference-train"):
+                trainer.train()
+            if cuda:
+                torch.cuda.synchronize()
+            ended = time.perf_counter()
+        if clock.ends:
+            step_s = [b - a for a, b in zip([clock.first_begin, *clock.ends], clock.ends)]
+            split = train_split((started, ended), (clock.first_begin, clock.ends[-1]), step_s)
+        split.update(memory_during(memory, cuda_memory() if cuda else {}))
         log = [r for r in trainer.state.log_history if "loss" in r]
         model = trainer.model
         model.config.use_cache = True
@@ -140,4 +227,4 @@ def run_reference(cfg: Config, workdir: Path, *, rows: int, steps: int | None) -
             "samples": len(samples), "gen_tokens": n_gen, "sample_tok_s": n_gen / max(times["sampling"], 1e-9),
             "kept": len(examples), "train_steps": len(log), "rows": rows,
             "val_accuracy_before": before["accuracy"], "val_accuracy_after": after["accuracy"],
-            "final_loss": log[-1]["loss"] if log else None}
+            "final_loss": log[-1]["loss"] if log else None, **split}

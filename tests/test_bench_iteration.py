@@ -56,6 +56,33 @@ def test_ratio_is_reference_over_starloop(bench):
                                        "stages_s": 3.0, "total_s": 2.5}
 
 
+def test_train_split_of_a_stage(reference):
+    """Stage 10..20 s; the loop 11..19.5 s holding three steps of 2, 1 and 3 s: setup is 1 s before the loop and
+    2.5 s inside it before the steps, save the 0.5 s after the loop; the median leaves the first step out."""
+    split = reference.train_split((10.0, 20.0), (11.0, 19.5), [2.0, 1.0, 3.0])
+    assert split == {"train_setup_s": 3.5, "train_steps_s": 6.0, "train_save_s": 0.5, "train_step_first_s": 2.0,
+                     "train_step_median_s": 2.0}
+    assert reference.train_split((0.0, 1.0), (0.0, 1.0), [1.0])["train_step_median_s"] == 1.0
+
+
+def test_memory_during_training_counts_the_retries_of_the_stage(reference):
+    before = {"free_gib": 12.5, "reserved_gib": 100.0, "alloc_retries": 3}
+    after = {"free_gib": 2.0, "reserved_gib": 110.0, "alloc_retries": 40}
+    assert reference.memory_during(before, after) == {"train_free_gib_at_start": 12.5,
+                                                      "train_reserved_gib_at_start": 100.0, "train_alloc_retries": 37}
+    assert reference.memory_during({}, {}) == {}  # no CUDA
+
+
+def test_profiled_writes_a_trace_only_when_asked(reference, tmp_path):
+    import torch
+
+    with reference.profiled(None, "none"):
+        torch.ones(3).sum()
+    with reference.profiled(str(tmp_path), "tiny"):
+        torch.ones(3).sum()
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.json"]
+
+
 def test_plain_generate_groups_k_samples_per_prompt_in_order(tiny, reference):
     import torch
 
@@ -100,3 +127,7 @@ def test_reference_pipeline_on_tiny_random(bench, tmp_path, monkeypatch):
     assert ref["final_loss"] is not None and math.isfinite(ref["final_loss"])  # TRL trained
     assert result["ratio"]["stages_s"] == pytest.approx(ref["stages_s"] / ours["stages_s"])
     assert json.loads(out.read_text())["ratio"] == result["ratio"]
+    for row in (ours, ref):  # the training stage's split adds up to the stage
+        parts = row["train_setup_s"] + row["train_steps_s"] + row["train_save_s"]
+        assert parts == pytest.approx(row["training_s"], rel=0.05), row["pipeline"]
+        assert row["train_steps_s"] > 0 and 0 < row["train_step_median_s"] <= row["train_steps_s"]

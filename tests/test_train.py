@@ -93,3 +93,63 @@ def test_validation_every_n_steps_logs_val_loss(fresh_tiny):
     logged = [r["val_loss"] for r in records if "val_loss" in r]
     assert [r["step"] for r in records if "val_loss" in r] == [2, 4, 6]
     assert logged[-1] < start  # the validation examples are among the training ones
+
+
+def test_a_step_reads_the_device_at_most_twice(fresh_tiny, monkeypatch):
+    """Every host read of a device value (item, bool, float, tolist) makes the host wait for the device: the
+    loop reads once per optimizer step (loss, metrics, finiteness, gradient norm) and once after it (the weights'
+    check), whatever grad_accum; the optimizer's own bookkeeping (CPU step counters) is not counted."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Reads(TorchDispatchMode):
+        n, paused = 0, False
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default and not self.paused:
+                self.n += 1
+            return func(*args, **(kwargs or {}))
+
+    reads = Reads()
+    real_tolist = torch.Tensor.tolist
+
+    def tolist(self):
+        reads.n += 0 if reads.paused else 1
+        return real_tolist(self)
+
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+    hooks = [register_optimizer_step_pre_hook(lambda *_: setattr(reads, "paused", True)),
+             register_optimizer_step_post_hook(lambda *_: setattr(reads, "paused", False))]
+    monkeypatch.setattr(torch.Tensor, "tolist", tolist)
+    model, tok = fresh_tiny
+    cfg = TrainerConfig(train_batch_size=1, grad_accum=3, train_steps=2, lora_r=4)
+    peft_model = attach_lora(model, cfg, seed=0)
+    try:
+        with reads:
+            records = train.train(peft_model, tok, strategies.get("sft").units(tok, EXAMPLES, cfg), cfg, seed=0,
+                                  progress=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(records) == 2 and all(r["wall_s"] > 0 for r in records)
+    forwards = 3 * len(records)  # transformers' SDPA mask reads once per forward (is the batch unpadded?)
+    assert reads.n <= 2 * len(records) + forwards
+
+
+def test_foreach_adamw_gives_the_per_parameter_numbers_on_cpu():
+    """The loop's CPU optimizer (foreach: a few ops for all LoRA matrices) must not change a CPU run's numbers."""
+    cfg = TrainerConfig(lr=1e-2, weight_decay=0.1)
+    start = [torch.randn(8, 4, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    weights = {}
+    for kind in ("foreach", "per-parameter"):
+        ps = [w.clone().requires_grad_() for w in start]
+        opt = (train.make_optimizer(ps, cfg, "foreach") if kind == "foreach"
+               else torch.optim.AdamW(ps, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False))
+        g = torch.Generator().manual_seed(7)
+        for _ in range(4):
+            for p in ps:
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+        weights[kind] = ps
+    assert all(torch.equal(a, b) for a, b in zip(weights["foreach"], weights["per-parameter"]))
+    assert not torch.equal(weights["foreach"][0], start[0])

@@ -138,9 +138,11 @@ def model_sequence_logprobs(
     ).last_hidden_state[:, :-1]  # [B, T-1, H]: position t predicts token t + 1
     shift_labels = labels[:, 1:]
     mask = shift_labels != ignore_index
-    rows = mask.nonzero(as_tuple=True)[0]  # sequence index of each labelled position, [N]
-    selected = hidden[mask]  # [N, H]
-    targets = shift_labels[mask]  # [N]
+    # One nonzero (a single device-to-host wait for N); indexing with its result, not with the mask again,
+    # picks the same positions in the same (row-major) order without another wait.
+    rows, cols = mask.nonzero(as_tuple=True)  # sequence and position of each labelled token, [N] each
+    selected = hidden[rows, cols]  # [N, H]
+    targets = shift_labels[rows, cols]  # [N]
     total = hidden.new_zeros(input_ids.shape[0], dtype=torch.promote_types(hidden.dtype, torch.float32))
     for start in range(0, targets.shape[0], chunk_size):
         sl = slice(start, start + chunk_size)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -61,18 +62,24 @@ def drop_too_long(units: list[Unit], max_len: int) -> tuple[list[Unit], int]:
     return kept, len(units) - len(kept)
 
 
+def lora_layers(model) -> list:
+    """peft's tuner layers of `model` (those that cast their input to the LoRA weights' dtype)."""
+    return [m for m in model.modules() if hasattr(m, "_cast_input_dtype")]
+
+
 @contextlib.contextmanager
-def mixed_precision(model):
+def mixed_precision(model, layers: list | None = None):
     """Autocast to the base weights' half dtype on CUDA (a forward pass runs inside; backward after).
 
     peft keeps LoRA weights in float32 and casts each layer's input to float32 before them; without
     autocast those matmuls would run in float32, off the tensor cores. Under autocast the cast is a
-    round trip (float32 copy, then back to half for the matmul), so it is switched off meanwhile."""
+    round trip (float32 copy, then back to half for the matmul), so it is switched off meanwhile. `layers`:
+    `lora_layers(model)` when the caller has them (walking a 28-layer model's modules costs a few ms)."""
     p = next(model.parameters())
     if p.device.type != "cuda" or p.dtype not in (torch.bfloat16, torch.float16):
         yield
         return
-    lora = [m for m in model.modules() if hasattr(m, "_cast_input_dtype")]  # peft's tuner layers
+    lora = lora_layers(model) if layers is None else layers
     saved = [getattr(m, "cast_input_dtype_enabled", True) for m in lora]
     for m in lora:
         m.cast_input_dtype_enabled = False
@@ -92,9 +99,45 @@ def logps(model, tok, ctxs, conts) -> tuple[torch.Tensor, torch.Tensor]:
     return model_sequence_logprobs(model, **batch)
 
 
-def grads_finite(params: Sequence[torch.Tensor]) -> bool:
+def grads_finite_flag(params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Whether every gradient of `params` is finite, as a 0-d bool tensor on their device (no host sync)."""
     grads = [p.grad for p in params if p.grad is not None]
-    return not grads or bool(torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(grads)])).all())
+    if not grads:
+        return torch.ones((), dtype=torch.bool, device=params[0].device)
+    return torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(grads)])).all()
+
+
+def _add(sums: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
+    sums[key] = sums[key] + value if key in sums else value
+
+
+def _clip(params: Sequence[torch.Tensor], cfg: TrainerConfig) -> torch.Tensor:
+    """Clip the step's gradient to trainer.max_grad_norm (0: not clipped); returns its norm before clipping."""
+    return torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else 1e30)
+
+
+def _read(sums: dict[str, torch.Tensor], flags: list[torch.Tensor],
+          grad_norm: torch.Tensor | None) -> tuple[dict[str, float], list[bool]]:
+    """The step's device scalars as Python numbers, in one device-to-host copy: (sums, and "grad_norm" when
+    given), and the finiteness flags. Sums are float64, so they equal the Python sums of the per-micro-batch
+    floats they replace."""
+    parts = [v.reshape(1).double() for v in sums.values()] + [f.reshape(1).double() for f in flags]
+    if grad_norm is not None:
+        parts.append(grad_norm.reshape(1).double())
+    got = torch.cat([p.to(parts[0].device) for p in parts]).tolist() if parts else []
+    values = dict(zip(sums, got))
+    if grad_norm is not None:
+        values["grad_norm"] = got[-1]
+    return values, [bool(x) for x in got[len(sums) : len(sums) + len(flags)]]
+
+
+def make_optimizer(params: Sequence[torch.Tensor], cfg: TrainerConfig, kind: str = "foreach"):
+    """AdamW over the trainable parameters. kind: "fused" (one kernel for all of them, as transformers' Trainer
+    uses on CUDA; its rounding differs from the others in the last bits), "foreach" (a few ops over the whole
+    list; on CPU the same numbers as torch's per-parameter default, which runs ~8 ops per LoRA matrix) or
+    "default" (torch's choice: for weights sharded over processes)."""
+    extra = {"fused": {"fused": True}, "foreach": {"foreach": True}, "default": {}}[kind]
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
 
 
 def nonfinite_record(position: int, group: list[list[Unit]], culprit: tuple[list[Unit], str] | None) -> dict:
@@ -245,7 +288,8 @@ def _train_loop(model, tok, units, cfg, loss_fn, *, seed, iteration, on_log, val
     plan = plan_steps(units, cfg, seed, iteration)
     nominal = cfg.train_batch_size * (1 if cfg.single_batch else cfg.grad_accum)
     total_steps = len(plan)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    device = params[0].device
+    opt = make_optimizer(params, cfg, "default" if is_sharded(model) else "fused" if device.type == "cuda" else "foreach")
     sched = make_scheduler(opt, cfg, total_steps)
     model.train()
     if cfg.gradient_checkpointing:
@@ -260,38 +304,52 @@ def _train_loop(model, tok, units, cfg, loss_fn, *, seed, iteration, on_log, val
     bar = tqdm(total=total_steps, desc=f"train {cfg.strategy}", disable=not progress, leave=False)
     rank, n_proc = distributed.world()
     sharded = is_sharded(model)
+    layers = lora_layers(model)  # found once, not at every forward
     for position, group in enumerate(plan, start=1):
+        started = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         totals = StepTotals.of([u for b in group for u in b], nominal)
-        agg: dict[str, float] = {}
-        finite = True
-        culprit = None  # (micro-batch, "loss" or "gradient"): this process's first non-finite one
-        for b, weight in process_share(group, rank, n_proc, sharded):  # each process takes its share of the step
-            with oom_advice(), mixed_precision(model):
+        share = process_share(group, rank, n_proc, sharded)
+        # Loss, metrics and finiteness stay on the device until the step's one read (`_read`): a read per
+        # micro-batch would make the host wait for the device each time, and then the device wait for the host.
+        sums: dict[str, torch.Tensor] = {}
+        checks: list[tuple[list[Unit], str, torch.Tensor]] = []  # (micro-batch, "loss"/"gradient", finite?)
+        for i, (b, weight) in enumerate(share):  # each process takes its share of the step
+            with oom_advice(), mixed_precision(model, layers):
                 loss, metrics = loss_fn(model, tok, b, cfg, totals)
             if weight == 0.0:  # sharded: a pass every process must run (weights are gathered), worth nothing
                 (loss * 0.0).backward()
                 continue
-            if not torch.isfinite(loss):
-                finite, culprit = False, culprit or (b, "loss")
-                if not sharded:
-                    break
+            checks.append((b, "loss", torch.isfinite(loss.detach())))
             with oom_advice():
                 loss.backward()  # the micro-batch's share of the step's loss: shares add up
-            if finite and not sharded and not grads_finite(params):  # this micro-batch made the gradient non-finite
-                finite, culprit = False, (b, "gradient")
-                break
+            # Whether this micro-batch made the gradient non-finite. Alone, the last one is told by the step's
+            # gradient norm below; sharded, the local gradient is only a shard (the step as a whole is checked).
+            if not sharded and (n_proc > 1 or i < len(share) - 1):
+                checks.append((b, "gradient", grads_finite_flag(params)))
             tokens += sum(len(u.ctx) + len(u.cont) + len(u.rejected or []) for u in b)
-            agg["loss"] = agg.get("loss", 0.0) + float(loss.detach())
+            _add(sums, "loss", loss.detach().double())
             for k, v in metrics.items():  # micro-batch means -> the step's mean
-                agg[k] = agg.get(k, 0.0) + float(v) * len(b) / totals.sequences
-        finite = not distributed.any_process(not finite)
-        if finite:
-            if not sharded:  # sharded, FSDP has already summed the gradients into each process's shard
-                distributed.all_reduce_grads(params)  # sum of shares = the one-process gradient of the step
-            agg = distributed.sum_floats(agg)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else 1e30)
-        if not finite or not torch.isfinite(grad_norm):
+                _add(sums, k, torch.as_tensor(v, device=device).detach().double() * len(b) / totals.sequences)
+        alone = n_proc == 1
+        grad_norm = _clip(params, cfg) if alone else None
+        values, flags = _read(sums, [c[2] for c in checks], grad_norm)
+        culprit = next(((b, what) for (b, what, _), ok in zip(checks, flags) if not ok), None)
+        if alone and culprit is None and checks and not math.isfinite(values["grad_norm"]):
+            culprit = (share[-1][0], "gradient")  # the last micro-batch made the step's gradient non-finite
+        finite = culprit is None and (not alone or math.isfinite(values["grad_norm"]))
+        if not alone:
+            finite = not distributed.any_process(not finite)
+            if finite:
+                if not sharded:  # sharded, FSDP has already summed the gradients into each process's shard
+                    distributed.all_reduce_grads(params)  # sum of shares = the one-process gradient of the step
+                grad_norm = _clip(params, cfg)
+                values["grad_norm"] = float(grad_norm)
+                finite = math.isfinite(values["grad_norm"])
+            agg = distributed.sum_floats({k: v for k, v in values.items() if k != "grad_norm"}) if finite else {}
+        else:
+            agg = {k: v for k, v in values.items() if k != "grad_norm"}
+        if not finite:
             bad_in_a_row += 1
             skipped.append(nonfinite_record(position, group, culprit))
             log.warning(nonfinite_message(skipped[-1], total_steps, len(group)))
@@ -305,8 +363,8 @@ def _train_loop(model, tok, units, cfg, loss_fn, *, seed, iteration, on_log, val
         sched.step()
         step += 1
         check_finite_weights(params, step)
-        rec = {"step": step, **agg, "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0],
-               "tokens_per_s": tokens / max(time.time() - t0, 1e-9)}
+        rec = {"step": step, **agg, "grad_norm": values["grad_norm"], "lr": sched.get_last_lr()[0],
+               "tokens_per_s": tokens / max(time.time() - t0, 1e-9), "wall_s": time.perf_counter() - started}
         if skipped:
             rec["skipped_steps"], skipped = skipped, []
         if validate and cfg.val_every_n_steps and step % cfg.val_every_n_steps == 0:
@@ -336,7 +394,7 @@ def enable_checkpointing(model) -> None:
 def check_finite_weights(params: Sequence[torch.Tensor], step: int) -> None:
     """Stop (one line, before anything is saved) once an optimizer step left a trainable weight NaN or
     infinite: a finite loss and gradient can still give such a step (a huge or infinite learning rate)."""
-    norms = torch._foreach_norm([p.detach() for p in params])
+    norms = torch._foreach_norm(list(params))  # under no_grad: no detached copies (one op per weight) needed
     if not bool(torch.isfinite(torch.stack([n.float() for n in norms])).all()):
         raise StarloopError(f"training stopped: optimizer step {step} made the LoRA weights non-finite (lower "
                             "trainer.lr); this iteration's adapter is not saved, the last good adapter is kept")
