@@ -172,6 +172,8 @@ def check_starloop_run(out: Path, dtype: str, model: str) -> dict:
 
     from starloop.models import resolve_dtype
 
+    if not (out / "config.yaml").is_file():
+        sys.exit(f"{out} has no config.yaml: not a finished `starloop eval` run")
     cfg = OmegaConf.load(out / "config.yaml")
     got = str(resolve_dtype(cfg.model.dtype, torch_device(cfg.model.device))).removeprefix("torch.")
     problems = [f"{k}={v!r}" for k, v, want in [("eval.mode", cfg.eval.mode, "logit"),

@@ -80,3 +80,9 @@ def test_starloop_side_scores_every_requested_question(tmp_path):
     rows = agreement.read_starloop(out)
     assert len(rows) == n
     assert all(r["prompt"].endswith("\nAnswer:") for r in rows.values())
+
+
+def test_reused_starloop_folder_must_be_a_finished_run(tmp_path):
+    (tmp_path / "generations.csv").write_text("question_id\n", encoding="utf-8")  # a run still going
+    with pytest.raises(SystemExit, match="no config.yaml"):
+        agreement.check_starloop_run(tmp_path, "float32", "smollm2-135m")
