@@ -5,18 +5,21 @@ One command reproduces everything (the harness is the optional `experiments` ext
     pip install -e ".[experiments]"
     nice -n 10 python experiments/lm_eval_agreement.py --out /tmp/lm_eval_agreement
 
-For each dtype (default: bfloat16 and float32) it
+`--model` picks the model (default: the embedded SmolLM2-135M-Instruct): a starloop preset, a local
+folder, a .gguf file or a hub id, resolved as `starloop eval model=...` resolves it; lm-eval loads the
+same folder (`pretrained=`). For each dtype (default: bfloat16 and float32) it
 
 1. writes the bundled MMLU validation split (`load_questions(DataConfig(), "val")`, 1531 questions)
    as one JSON-lines file per subject in cais/mmlu's schema (question, subject, choices, answer) plus
    the question id, and a local task group `starloop_mmlu_val` whose 57 subject tasks copy lm-eval's
    `mmlu` default template (same doc_to_text, choices, target, per-subject description, metric acc)
    but read those files (`dataset_path: json`, `data_files`) instead of `cais/mmlu` from the hub;
-2. runs `lm-eval run --model hf --model_args pretrained=<embedded model folder>,dtype=<dtype>
+2. runs `lm-eval run --model hf --model_args pretrained=<model folder>,dtype=<dtype>
    --tasks starloop_mmlu_val --include_path <out>/tasks --num_fewshot 0 --log_samples`;
-3. runs `starloop eval eval.mode=logit model.dtype=<dtype> out=<out>/starloop_<dtype> progress=false`
+3. runs `starloop eval eval.mode=logit model=<model> model.dtype=<dtype> out=<out>/starloop_<dtype> progress=false`
    (or reuses an earlier run's folder with `--reuse-starloop <dtype>=<dir>`);
-4. compares, question by question: both accuracies, the fraction of questions where the chosen letter
+4. checks that both sides scored the same prompt string and continuations " A".." D", then compares,
+   question by question: both accuracies, the fraction of questions where the chosen letter
    is the same, every disagreement with both sides' log-probability gap between the two letters, and
    the largest difference between the two sides' log p(" X" | prompt) over all letters.
 
@@ -118,41 +121,64 @@ def run_lm_eval(model_dir: str, dtype: str, tasks: Path, out: Path, batch_size: 
     return run(cmd, out / "lm_eval.log", env)
 
 
-def run_starloop(dtype: str, out: Path, limit: int | None, batch_size: int) -> float:
-    cmd = ["starloop", "eval", "eval.mode=logit", f"model.dtype={dtype}", f"eval.batch_size={batch_size}",
-           f"out={out}", "progress=false"]
-    if limit is not None:
-        cmd.append(f"data.limit={limit}")
+def starloop_command(model: str, dtype: str, out: Path, limit: int | None, batch_size: int) -> list[str]:
+    """`starloop eval` on the same questions as lm-eval: the first `limit` (all with None) of the seeded
+    val order. eval.limit=null: its default (20, a laptop-sized run) would cut the run short."""
+    cmd = ["starloop", "eval", "eval.mode=logit", f"model={model}", f"model.dtype={dtype}",
+           f"eval.batch_size={batch_size}", "eval.limit=null", f"out={out}", "progress=false"]
+    return cmd + ([f"data.limit={limit}"] if limit is not None else [])
+
+
+def run_starloop(cmd: list[str], out: Path) -> float:
     out.mkdir(parents=True, exist_ok=True)
     return run(cmd, out.parent / f"{out.name}.log")
 
 
 def read_lm_eval(out: Path) -> tuple[dict[str, dict], dict]:
-    """{question id: {"ll": [4 floats], "acc": 0/1, "answer": int}} from the logged samples; results json."""
+    """{question id: {"ll": [4 floats], "acc": 0/1, "answer": int, "requests": [(context, continuation)] * 4}}
+    from the logged samples; results json."""
     rows: dict[str, dict] = {}
     for path in glob.glob(str(out / "**" / f"samples_{TASK_GROUP}_*.jsonl"), recursive=True):
         with open(path, encoding="utf-8") as f:
             for line in f:
                 s = json.loads(line)
                 ll = [float(r[0]) for r in s["filtered_resps"]]
-                rows[s["doc"]["id"]] = {"ll": ll, "acc": float(s["acc"]), "answer": int(s["doc"]["answer"])}
+                requests = [(a["arg_0"], a["arg_1"]) for a in s["arguments"].values()]
+                rows[s["doc"]["id"]] = {"ll": ll, "acc": float(s["acc"]), "answer": int(s["doc"]["answer"]),
+                                        "requests": requests}
     results = sorted(glob.glob(str(out / "**" / "results_*.json"), recursive=True))
     if not rows or not results:
         sys.exit(f"no lm-eval samples/results under {out}")
     return rows, json.loads(Path(results[-1]).read_text(encoding="utf-8"))
 
 
-def check_starloop_run(out: Path, dtype: str) -> dict:
-    """A reused starloop folder must be a logit eval of the embedded model on val, in `dtype`."""
+def model_folder(model: str) -> str:
+    """The folder (or hub id) that `starloop eval model=<model>` loads; lm-eval's `pretrained=`."""
+    from starloop.errors import ConfigError
+    from starloop.models import resolve_model_source
+
+    try:
+        src, gguf = resolve_model_source(model)
+    except ConfigError as e:
+        sys.exit(f"--model: {e}")
+    if gguf:
+        sys.exit(f"--model {model}: a GGUF inside a folder or hub repo; pass the .gguf file itself")
+    return src
+
+
+def check_starloop_run(out: Path, dtype: str, model: str) -> dict:
+    """A reused starloop folder must be a logit eval of `model` on val, in `dtype`."""
     from omegaconf import OmegaConf
 
     from starloop.models import resolve_dtype
 
+    if not (out / "config.yaml").is_file():
+        sys.exit(f"{out} has no config.yaml: not a finished `starloop eval` run")
     cfg = OmegaConf.load(out / "config.yaml")
     got = str(resolve_dtype(cfg.model.dtype, torch_device(cfg.model.device))).removeprefix("torch.")
     problems = [f"{k}={v!r}" for k, v, want in [("eval.mode", cfg.eval.mode, "logit"),
                                                    ("data.split", cfg.data.split, "val"),
-                                                   ("model.name", cfg.model.name, "smollm2-135m"),
+                                                   ("model", model_folder(cfg.model.name), model_folder(model)),
                                                    ("model.dtype", got, dtype)] if v != want]
     if problems:
         sys.exit(f"{out} is not a matching starloop run: {', '.join(problems)}")
@@ -179,7 +205,7 @@ def read_starloop(out: Path) -> dict[str, dict]:
     rows = {}
     with open(eval_samples_path(out), encoding="utf-8", newline="") as f:
         for r in csv.DictReader(f):
-            rows[r["question_id"]] = {"letter": r["extracted"], "gold": r["gold"],
+            rows[r["question_id"]] = {"letter": r["extracted"], "gold": r["gold"], "prompt": r["prompt"],
                                       "logp": [float(r[f"logp_{L}"]) for L in LETTERS]}
     return rows
 
@@ -189,10 +215,20 @@ def argmax_first(xs: list[float]) -> int:
     return max(range(len(xs)), key=lambda i: (xs[i], -i))
 
 
+def prompt_mismatches(lm: dict[str, dict], sl: dict[str, dict], ids: list[str]) -> list[str]:
+    """Questions whose lm-eval requests are not (starloop's prompt, " X") for X = A, B, C, D in order."""
+    return [qid for qid in ids
+            if lm[qid]["requests"] != [(sl[qid]["prompt"], f" {L}") for L in LETTERS]]
+
+
 def compare(lm: dict[str, dict], sl: dict[str, dict], ids: list[str]) -> dict:
     missing = [i for i in ids if i not in lm or i not in sl]
     if missing:
         sys.exit(f"{len(missing)} questions missing from a side, e.g. {missing[:3]}")
+    bad = prompt_mismatches(lm, sl, ids)
+    if bad:
+        sys.exit(f"{len(bad)} of {len(ids)} questions were scored on different strings by the two sides, "
+                 f"e.g. {bad[0]}: lm-eval {lm[bad[0]]['requests'][0]!r}, starloop {sl[bad[0]]['prompt']!r}")
     agree, lm_correct, sl_correct, max_diff, sum_diff, disagreements, ties = 0, 0, 0, 0.0, 0.0, 0, []
     rows = []
     for qid in ids:
@@ -219,8 +255,8 @@ def compare(lm: dict[str, dict], sl: dict[str, dict], ids: list[str]) -> dict:
             "max_abs_logp_diff": diff,
         })
     n = len(ids)
-    return {"n": n, "lm_eval_acc": lm_correct / n, "starloop_acc": sl_correct / n, "agreement": agree / n,
-            "n_disagreements": disagreements, "disagreements": rows,
+    return {"n": n, "same_prompts": True, "lm_eval_acc": lm_correct / n, "starloop_acc": sl_correct / n,
+            "agreement": agree / n, "n_disagreements": disagreements, "disagreements": rows,
             "max_abs_logp_diff": max_diff, "mean_max_abs_logp_diff": sum_diff / n,
             "n_questions_with_tied_letters": len(ties)}
 
@@ -246,7 +282,9 @@ def precision_drift(logps: dict, ids: list[str]) -> dict:
 def report(results: dict, meta: dict, drift: dict) -> str:
     lines = ["# starloop letter-logit vs lm-eval `mmlu` (0-shot), MMLU validation", "",
              f"- date: {meta['date']}", f"- machine: {meta['machine']}", f"- model: {meta['model']}",
-             f"- questions: {meta['n']}", ""]
+             f"- questions: {meta['n']}",
+             "- scored strings: the same on both sides for every question (lm-eval's context is starloop's prompt; "
+             + 'continuations " A" to " D")', ""]
     lines += [("| dtype | lm-eval acc | starloop acc | agreement | disagreements | max abs dlogp | "
                "lm-eval group acc | lm-eval wall s | starloop wall s |"),
               "|---|---|---|---|---|---|---|---|---|"]
@@ -278,6 +316,8 @@ def report(results: dict, meta: dict, drift: dict) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="/tmp/lm_eval_agreement", help="output folder")
+    p.add_argument("--model", default="smollm2-135m",
+                   help="starloop preset, model folder, .gguf file or hub id (default: the embedded model)")
     p.add_argument("--dtypes", default="bfloat16,float32", help="comma-separated torch dtypes")
     p.add_argument("--limit", type=int, default=None, help="first N validation questions (quick check)")
     p.add_argument("--batch-size", type=int, default=16, help="batch size of both runs")
@@ -290,13 +330,11 @@ def main(argv=None) -> None:
 
     from starloop.config import DataConfig
     from starloop.data import load_questions
-    from starloop.models import resolve_model_source
-
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     questions = load_questions(DataConfig(limit=args.limit), "val")
     ids = [q.id for q in questions]
-    model_dir, _ = resolve_model_source("smollm2-135m")
+    model_dir = model_folder(args.model)
     tasks = write_task(questions, out)
     reuse_sl = dict(x.split("=", 1) for x in args.reuse_starloop)
     reuse_lm = dict(x.split("=", 1) for x in args.reuse_lm_eval)
@@ -310,12 +348,13 @@ def main(argv=None) -> None:
                         f"{args.batch_size} --device {args.device} --log_samples --output_path {lm_out}")
         sl_out = Path(reuse_sl[dtype]) if dtype in reuse_sl else out / f"starloop_{dtype}"
         if dtype not in reuse_sl:
-            run_starloop(dtype, sl_out, args.limit, args.batch_size)
-            commands.append(f"starloop eval eval.mode=logit model.dtype={dtype} eval.batch_size={args.batch_size} "
-                            f"out={sl_out} progress=false" + (f" data.limit={args.limit}" if args.limit else ""))
+            cmd = starloop_command(args.model, dtype, sl_out, args.limit, args.batch_size)
+            run_starloop(cmd, sl_out)
+            commands.append(" ".join(cmd))
         else:
-            cfg = check_starloop_run(sl_out, dtype)
-            commands.append(f"starloop eval eval.mode=logit model.dtype={cfg['model']['dtype']} eval.batch_size="
+            cfg = check_starloop_run(sl_out, dtype, args.model)
+            commands.append(f"starloop eval eval.mode=logit model={cfg['model']['name']} "
+                            f"model.dtype={cfg['model']['dtype']} eval.batch_size="
                             f"{cfg['eval']['batch_size']} out={sl_out} progress=false (an earlier run, reused)")
         lm_rows, lm_results = read_lm_eval(lm_out)
         sl_rows = read_starloop(sl_out)
