@@ -92,42 +92,45 @@ def _unsolved(run: Run, samples: list[Sample]) -> list[Question]:
     return [q for q in run.questions["train"] if q.id not in solved]
 
 
+def _preloaded(run: Run, k: int) -> bool:
+    """Whether trainer.preload_data_for_training stands for iteration k's samples (iteration 1 only)."""
+    return k == 1 and bool(run.cfg.trainer.preload_data_for_training)
+
+
+def _drawn(run: Run, k: int) -> list[Sample]:
+    """Iteration k's training samples: the preloaded file, or iter_k/sample/'s. read_preload_for keeps only
+    samples of this run's questions, so every one can be scored."""
+    if _preloaded(run, k):
+        return read_preload_for(run.cfg, "train", run.questions["train"])
+    return read_samples(run.iter(k) / "sample" / "generations.csv")
+
+
 def sample(run: Run, k: int) -> None:
-    """Training rationales of iteration k's model (the adapter of iteration k-1) -> iter_k/sample/; with
-    trainer.rationalize, one hinted sample of each question no sample solved -> iter_k/rationalize/."""
+    """Training rationales of iteration k's model (the adapter of iteration k-1) -> iter_k/sample/ (unless the
+    preloaded file stands for them); with trainer.rationalize, one hinted sample of each question no sample
+    solved -> iter_k/rationalize/."""
     cfg, t, it = run.cfg, run.cfg.trainer, run.iter(k)
     distributed.barrier()
     if (it / "generations.csv").exists():
         return  # scored already
-    preloaded = k == 1 and bool(t.preload_data_for_training)  # the preloaded file stands for the samples
-    if preloaded or io.is_done(it / "sample"):
-        samples = (read_preload_for(cfg, "train", run.questions["train"]) if preloaded
-                   else read_samples(it / "sample" / "generations.csv"))
-        failed = _unsolved(run, samples) if t.rationalize else []
-        if failed and not io.is_done(it / "rationalize"):
-            run.policy.use(run.adapter(k - 1))
-            with run.policy.merged():
-                _rationalize(run, k, failed)
-        return
     policy = run.policy
-    policy.use(run.adapter(k - 1))
-    with policy.merged():
-        samples = sample_to_folder(policy, cfg, run.questions["train"], it / "sample", k=t.samples_per_question,
-                                   seed_parts=(cfg.seed, "train", k), temperature=t.temperature, top_p=t.top_p,
-                                   max_new_tokens=t.max_new_tokens, batch_size=t.gen_batch_size,
-                                   desc=f"sample iter {k}")
-        failed = _unsolved(run, samples) if t.rationalize else []
-        if failed:
-            _rationalize(run, k, failed)
-
-
-def _rationalize(run: Run, k: int, failed: list[Question]) -> None:
-    """One hinted sample of each question in `failed` by the current policy -> iter_k/rationalize/."""
-    cfg, t = run.cfg, run.cfg.trainer
-    sample_to_folder(run.policy, cfg, failed, run.iter(k) / "rationalize", k=1, seed_parts=(cfg.seed, "rationalize", k),
-                     temperature=t.temperature, top_p=t.top_p, max_new_tokens=t.max_new_tokens,
-                     batch_size=t.gen_batch_size, hints={q.id: q.gold_letter for q in failed},
-                     desc=f"rationalize iter {k}")
+    if _preloaded(run, k) or io.is_done(it / "sample"):
+        samples = _drawn(run, k)
+    else:
+        policy.use(run.adapter(k - 1))
+        with policy.merged():
+            samples = sample_to_folder(policy, cfg, run.questions["train"], it / "sample", k=t.samples_per_question,
+                                       seed_parts=(cfg.seed, "train", k), temperature=t.temperature, top_p=t.top_p,
+                                       max_new_tokens=t.max_new_tokens, batch_size=t.gen_batch_size,
+                                       desc=f"sample iter {k}")
+    failed = _unsolved(run, samples) if t.rationalize else []
+    if failed and not io.is_done(it / "rationalize"):
+        policy.use(run.adapter(k - 1))
+        with policy.merged():
+            sample_to_folder(policy, cfg, failed, it / "rationalize", k=1, seed_parts=(cfg.seed, "rationalize", k),
+                             temperature=t.temperature, top_p=t.top_p, max_new_tokens=t.max_new_tokens,
+                             batch_size=t.gen_batch_size, hints={q.id: q.gold_letter for q in failed},
+                             desc=f"rationalize iter {k}")
 
 
 def score(run: Run, k: int) -> None:
@@ -138,14 +141,11 @@ def score(run: Run, k: int) -> None:
     distributed.barrier()
     if gens.exists():
         return
-    preloaded = k == 1 and bool(t.preload_data_for_training)  # it stands for iteration 1's samples
-    # read_preload_for keeps only samples of this run's questions, so every one can be scored here.
-    samples = (read_preload_for(cfg, "train", run.questions["train"]) if preloaded
-               else read_samples(it / "sample" / "generations.csv"))
+    samples = _drawn(run, k)
     if t.rationalize and _unsolved(run, samples):
         samples += read_samples(it / "rationalize" / "generations.csv")
-    columns = reward_columns_needed(cfg)
-    needed = any(c not in s.extra for s in samples for c in columns) if preloaded else bool(columns)
+    columns = reward_columns_needed(cfg)  # a preloaded file may bring them already
+    needed = any(c not in s.extra for s in samples for c in columns) if _preloaded(run, k) else bool(columns)
     if needed:
         run.policy.use(run.adapter(k - 1))
         with run.policy.merged():
