@@ -121,9 +121,13 @@ def delta_weight(layer, adapter: str) -> torch.Tensor:
     return d * layer.scaling[adapter]
 
 
+def _weight_bytes(layers: list[tuple[str, torch.nn.Module]]) -> int:
+    return sum(m.base_layer.weight.numel() * m.base_layer.weight.element_size() for _, m in layers)
+
+
 def base_copy_bytes(model) -> int:
     """Bytes of the targeted base weights of `model` (what `merged_lora`'s host copy holds)."""
-    return sum(m.base_layer.weight.numel() * m.base_layer.weight.element_size() for _, m in lora_layers(model))
+    return _weight_bytes(lora_layers(model))
 
 
 @contextlib.contextmanager
@@ -142,8 +146,7 @@ def merged_lora(model, copies: dict[str, torch.Tensor] | None = None) -> Iterato
         return
     copies = {} if copies is None else copies
     layers = lora_layers(model)
-    missing = sum(m.base_layer.weight.numel() * m.base_layer.weight.element_size()
-                  for n, m in layers if n not in copies)
+    missing = _weight_bytes([(n, m) for n, m in layers if n not in copies])
     avail = _host_available()
     if missing and avail is not None and missing > HOST_SHARE * avail:
         _say_once(f"running the LoRA adapter unmerged (the base copy, {missing / 2**30:.1f} GiB, would take "

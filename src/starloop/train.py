@@ -99,12 +99,16 @@ def logps(model, tok, ctxs, conts) -> tuple[torch.Tensor, torch.Tensor]:
     return model_sequence_logprobs(model, **batch)
 
 
+def all_finite(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Whether every element of `tensors` (a non-empty list) is finite, as a 0-d bool tensor on their device
+    (no host sync): a tensor's norm is finite exactly when all its elements are."""
+    return torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(list(tensors))])).all()
+
+
 def grads_finite_flag(params: Sequence[torch.Tensor]) -> torch.Tensor:
     """Whether every gradient of `params` is finite, as a 0-d bool tensor on their device (no host sync)."""
     grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.ones((), dtype=torch.bool, device=params[0].device)
-    return torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(grads)])).all()
+    return all_finite(grads) if grads else torch.ones((), dtype=torch.bool, device=params[0].device)
 
 
 def _add(sums: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
@@ -394,8 +398,7 @@ def enable_checkpointing(model) -> None:
 def check_finite_weights(params: Sequence[torch.Tensor], step: int) -> None:
     """Stop (one line, before anything is saved) once an optimizer step left a trainable weight NaN or
     infinite: a finite loss and gradient can still give such a step (a huge or infinite learning rate)."""
-    norms = torch._foreach_norm(list(params))  # under no_grad: no detached copies (one op per weight) needed
-    if not bool(torch.isfinite(torch.stack([n.float() for n in norms])).all()):
+    if not bool(all_finite(params)):  # under no_grad: no detached copies (one op per weight) needed
         raise StarloopError(f"training stopped: optimizer step {step} made the LoRA weights non-finite (lower "
                             "trainer.lr); this iteration's adapter is not saved, the last good adapter is kept")
 
