@@ -61,6 +61,18 @@ metadata:
 """
 
 
+class BadInput(SystemExit):
+    """A bad argument or reused folder: its one line goes to stderr, the exit code is 2."""
+
+    def __init__(self, msg: str):
+        super().__init__(2)
+        self.msg = msg
+        print(f"lm_eval_agreement: {msg}", file=sys.stderr)
+
+    def __str__(self) -> str:
+        return self.msg
+
+
 def write_task(questions, out: Path) -> Path:
     """Per-subject JSON-lines data and lm-eval task configs under out/tasks; returns that folder."""
     tasks, data = out / "tasks", out / "data"
@@ -160,9 +172,9 @@ def model_folder(model: str) -> str:
     try:
         src, gguf = resolve_model_source(model)
     except ConfigError as e:
-        sys.exit(f"--model: {e}")
+        raise BadInput(f"--model: {e}")
     if gguf:
-        sys.exit(f"--model {model}: a GGUF inside a folder or hub repo; pass the .gguf file itself")
+        raise BadInput(f"--model {model}: a GGUF inside a folder or hub repo; pass the .gguf file itself")
     return src
 
 
@@ -173,7 +185,7 @@ def check_starloop_run(out: Path, dtype: str, model: str) -> dict:
     from starloop.models import resolve_dtype
 
     if not (out / "config.yaml").is_file():
-        sys.exit(f"{out} has no config.yaml: not a finished `starloop eval` run")
+        raise BadInput(f"{out} has no config.yaml: not a finished `starloop eval` run")
     cfg = OmegaConf.load(out / "config.yaml")
     got = str(resolve_dtype(cfg.model.dtype, torch_device(cfg.model.device))).removeprefix("torch.")
     problems = [f"{k}={v!r}" for k, v, want in [("eval.mode", cfg.eval.mode, "logit"),
@@ -181,7 +193,7 @@ def check_starloop_run(out: Path, dtype: str, model: str) -> dict:
                                                    ("model", model_folder(cfg.model.name), model_folder(model)),
                                                    ("model.dtype", got, dtype)] if v != want]
     if problems:
-        sys.exit(f"{out} is not a matching starloop run: {', '.join(problems)}")
+        raise BadInput(f"{out} is not a matching starloop run: {', '.join(problems)}")
     return OmegaConf.to_container(cfg)
 
 
@@ -330,11 +342,11 @@ def main(argv=None) -> None:
 
     from starloop.config import DataConfig
     from starloop.data import load_questions
+    model_dir = model_folder(args.model)  # a bad --model stops before anything is written
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     questions = load_questions(DataConfig(limit=args.limit), "val")
     ids = [q.id for q in questions]
-    model_dir = model_folder(args.model)
     tasks = write_task(questions, out)
     reuse_sl = dict(x.split("=", 1) for x in args.reuse_starloop)
     reuse_lm = dict(x.split("=", 1) for x in args.reuse_lm_eval)

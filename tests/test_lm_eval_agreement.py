@@ -86,3 +86,13 @@ def test_reused_starloop_folder_must_be_a_finished_run(tmp_path):
     (tmp_path / "generations.csv").write_text("question_id\n", encoding="utf-8")  # a run still going
     with pytest.raises(SystemExit, match="no config.yaml"):
         agreement.check_starloop_run(tmp_path, "float32", "smollm2-135m")
+
+
+def test_a_bad_model_exits_2_in_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        agreement.main(["--model", str(tmp_path / "missing"), "--out", str(out), "--limit", "2"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--model" in err and str(tmp_path / "missing") in err
+    assert not out.exists()
