@@ -21,6 +21,7 @@ set -uo pipefail
 MODEL=${MODEL:?set MODEL to the Qwen2.5-Coder-1.5B-Instruct .gguf (bash experiments/get_qwen15.sh prints it)}
 R=${RUNS:-runs/qwen15}
 PAR=${PAR:-3}
+LOWPAR=${LOWPAR:-1}  # low-language runs at a time (beside the PAR English runs)
 ONLY=${ONLY:-.}
 TRAIN=${TRAIN:-1000}
 VAL=${VAL:-null}
@@ -57,15 +58,16 @@ JOBS
 }
 
 english() {  # after en-sft's iteration 1 has sampled: its iteration-0 validation and iteration-1 samples
+  # (the runs of several iterations first, so that they do not start last)
   local P="trainer.preload_data_for_val=$R/en-sft/iter_0/val/generations.csv"
   P="$P trainer.preload_data_for_training=$R/en-sft/iter_1/sample/generations.csv"
   cat <<JOBS
 en-star|train $T $P trainer=star trainer.iterations=$ITERS
+en-rpo|train $T $P $RPO trainer.iterations=$(( ITERS_TABLE > 2 ? ITERS_TABLE : 2 ))
 en-dpo|train $T $P trainer=dpo trainer.iterations=$ITERS_TABLE
 en-rloo|train $T $P trainer=reinforce trainer.reward=answer_logprob trainer.baseline=rloo trainer.iterations=$ITERS_TABLE
 en-wsft-logprob|train $T $P trainer=weighted_sft trainer.reward=answer_logprob trainer.iterations=$ITERS_TABLE
 en-grpo|train $T $P trainer=grpo trainer.iterations=$ITERS_TABLE
-en-rpo|train $T $P $RPO trainer.iterations=$(( ITERS_TABLE > 2 ? ITERS_TABLE : 2 ))
 en-wsft-correct|train $T $P trainer=weighted_sft trainer.reward=correct trainer.iterations=$ITERS_TABLE
 en-wsft-el|train $T $P trainer=weighted_sft trainer.reward=expected_likelihood trainer.label_dist=smoothed trainer.iterations=$ITERS_TABLE
 en-sft-gain|train $T $P trainer=sft trainer.reward=gain trainer.require_gain=true trainer.iterations=$ITERS_TABLE
@@ -117,7 +119,7 @@ EV=$!
 ( wait_for "$R/en-sft/iter_1/sample/DONE" $SFT && english | pool $(( PAR > 1 ? PAR - 1 : 1 )) ) &
 EN=$!
 ( wait_for "$R/afr-native.done" $EV && LOW=$(lowest) && echo "lowest language (native prompting): $LOW" &&
-  echo "$LOW" > "$R/lowest.txt" && { wait_for "$R/know-cot.done" $EV; lowlang "$LOW" | pool 1; } ) &
+  echo "$LOW" > "$R/lowest.txt" && { wait_for "$R/know-cot.done" $EV; lowlang "$LOW" | pool "$LOWPAR"; } ) &
 LO=$!
 wait $SFT $EV $EN $LO
 echo "all jobs ended $(date +%T)"
