@@ -49,7 +49,7 @@ def _prompts(tok, n):
 
 def _logits(model, ids):
     with torch.no_grad():
-        return model(input_ids=ids).logits.float()
+        return model(input_ids=ids.to(model.device)).logits.float()
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +192,7 @@ def _lora_grads(policy, ids) -> dict[str, torch.Tensor]:
             if "lora_B" in n:
                 p.fill_(0.05)
     model.eval()  # no dropout: the two runs draw different random numbers before this step
+    ids = ids.to(model.device)
     loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -280,3 +281,30 @@ def test_a_base_copy_too_big_for_host_memory_runs_unmerged(lora, monkeypatch, ca
     monkeypatch.setattr(lm, "_host_available", lambda: 3 * base_copy_bytes(model))
     with merged_lora(model, copies) as merged:
         assert merged
+
+
+def test_page_locked_copy_is_unlocked_once_its_buffer_goes():
+    """The finalizer calls cudaHostUnregister(ptr) alone (it was given the storage as a second argument, a
+    TypeError at collection on CUDA that left the memory registered after it was freed)."""
+    import gc
+
+    from starloop.lora_merge import page_lock
+
+    class Runtime:  # torch.cuda.cudart()'s two calls, with their real arities
+        def __init__(self):
+            self.calls = []
+
+        def cudaHostRegister(self, ptr: int, size: int, flags: int) -> int:  # noqa: N802
+            self.calls.append(("register", ptr, size))
+            return 0
+
+        def cudaHostUnregister(self, ptr: int) -> int:  # noqa: N802
+            self.calls.append(("unregister", ptr))
+            return 0
+
+    rt, buf = Runtime(), torch.empty(4096, dtype=torch.uint8)
+    ptr = buf.data_ptr()
+    page_lock(buf, rt)
+    del buf
+    gc.collect()
+    assert rt.calls == [("register", ptr, 4096), ("unregister", ptr)]

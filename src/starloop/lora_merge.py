@@ -83,6 +83,18 @@ def _host_available() -> int | None:
     return None
 
 
+def _unregister(rt, ptr: int, storage) -> None:
+    """Finalizer of a page-locked buffer: `storage` rides along so the memory is freed only after this."""
+    rt.cudaHostUnregister(ptr)
+
+
+def page_lock(buf: torch.Tensor, rt) -> None:
+    """Page-lock `buf`'s memory in place (rt: torch.cuda.cudart()); unlocked when `buf` is collected."""
+    if int(rt.cudaHostRegister(buf.data_ptr(), buf.numel() * buf.element_size(), 0)) != 0:
+        raise RuntimeError("cudaHostRegister failed")
+    weakref.finalize(buf, _unregister, rt, buf.data_ptr(), buf.untyped_storage())
+
+
 def _host_copies(weights: list[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """name -> a host copy of each weight, as views into one buffer of their exact size, page-locked when
     they are on CUDA (torch's pinned allocator would round each block up to a power of two: up to 2x)."""
@@ -94,11 +106,7 @@ def _host_copies(weights: list[tuple[str, torch.Tensor]]) -> dict[str, torch.Ten
     buf = torch.empty(total, dtype=torch.uint8)
     if weights and weights[0][1].device.type == "cuda" and total:
         try:
-            rt = torch.cuda.cudart()
-            if int(rt.cudaHostRegister(buf.data_ptr(), total, 0)) != 0:
-                raise RuntimeError("cudaHostRegister failed")
-            # Unregistered when the buffer goes; the finalizer holds the storage so it is freed after that.
-            weakref.finalize(buf, rt.cudaHostUnregister, buf.data_ptr(), buf.untyped_storage())
+            page_lock(buf, torch.cuda.cudart())
         except (RuntimeError, AttributeError) as e:
             _say_once(f"the LoRA base copy is not page-locked ({e}): restoring it is slower")
     out = {}
