@@ -139,3 +139,36 @@ def test_static_matches_hf_sampler_on_qwen2_layout(tiny):
     ref = HFSampler(model, tok, batch_size=4).generate(prompts, seeds, **kw)
     got = StaticSampler(model, tok, batch_size=4).generate(prompts, seeds, **kw)
     assert [g.text for g in got] == [g.text for g in ref]
+
+
+def test_input_require_grads_hook_reaches_no_kernel(tiny):
+    """Gradient checkpointing registers a hook that marks the embedding output as requiring grad, even
+    under no_grad. No tensor the sampler hands its (compiled, on CUDA) kernels may require grad: a
+    compiled kernel's guard on it fails, and each step recompiles until the recompile limit."""
+    model, tok = tiny
+    prompts = [tok(p, add_special_tokens=False)["input_ids"] for p in _prompts(tok, 3)]
+    kw = {"max_new_tokens": 8, "temperature": 1.0, "top_p": 0.9}
+    plain = StaticSampler(model, tok, batch_size=3).generate_ids(prompts, [3, 4, 5], **kw)
+    sampler = StaticSampler(model, tok, batch_size=3)
+    seen = []
+
+    def spy(fn):
+        def call(*args):
+            # Activations only: the weights of a full fine-tune require grad, with or without the hook.
+            seen.extend(a.requires_grad for a in args
+                        if isinstance(a, torch.Tensor) and not isinstance(a, torch.nn.Parameter))
+            return fn(*args)
+        return call
+
+    for ks in (sampler.kd, sampler.kp):
+        for k in ks.__dict__.values():
+            k.fn, k.compiled = spy(k.fn), None
+    model.enable_input_require_grads()
+    try:
+        with torch.no_grad():
+            assert model.get_input_embeddings()(torch.tensor([1])).requires_grad  # the hook is there
+        hooked = sampler.generate_ids(prompts, [3, 4, 5], **kw)
+    finally:
+        model.disable_input_require_grads()
+    assert seen and not any(seen)
+    assert hooked == plain

@@ -366,6 +366,12 @@ class StaticSampler:
             q, k = attn.q_norm(q), attn.k_norm(k)
         return q.transpose(1, 2), k.transpose(1, 2), v
 
+    def _embed(self, ids):
+        """The embedding module's output (a LoRA on it applies), detached: with gradient checkpointing,
+        `enable_input_require_grads` hooks the module to mark its output as requiring grad even under
+        no_grad, and a compiled kernel given such a tensor fails its guard and recompiles every call."""
+        return self.inner.embed_tokens(ids).detach()
+
     def _layers(self, ks, x, attention):
         """Run the decoder layers on x [N, L, H] with kernel set ks; attention(layer index, attn module, h)
         -> o_proj input. Returns (x, h = final_norm(x))."""
@@ -393,7 +399,7 @@ class StaticSampler:
             ids = torch.zeros(n, L, dtype=torch.long)
             for r, p in enumerate(chunk):
                 ids[r, : len(p)] = torch.tensor(p)
-            x = self.inner.embed_tokens(ids.to(dev))
+            x = self._embed(ids.to(dev))
             cos, sin = self.inner.rotary_emb(x, torch.arange(L, device=dev)[None, :].expand(n, L))
 
             def attention(li, attn, h, where=where, n=n, L=L, cos=cos, sin=sin):
@@ -417,7 +423,7 @@ class StaticSampler:
         B, G = st.key[0], st.key[1]
         c = B // G
         slot = st.step - 1  # each row's key slot
-        x = self.inner.embed_tokens(st.tok_in)[:, None, :]  # [B, 1, H]
+        x = self._embed(st.tok_in)[:, None, :]  # [B, 1, H]
         cos, sin = self.inner.rotary_emb(x, (st.pos0 + slot)[:, None])
         n_keys = st.step.to(torch.int32)  # generated keys each row attends, this step's included
 
