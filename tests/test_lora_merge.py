@@ -294,11 +294,11 @@ def test_page_locked_copy_is_unlocked_once_its_buffer_goes():
         def __init__(self):
             self.calls = []
 
-        def cudaHostRegister(self, ptr: int, size: int, flags: int) -> int:  # noqa: N802
+        def cudaHostRegister(self, ptr: int, size: int, flags: int) -> int:
             self.calls.append(("register", ptr, size))
             return 0
 
-        def cudaHostUnregister(self, ptr: int) -> int:  # noqa: N802
+        def cudaHostUnregister(self, ptr: int) -> int:
             self.calls.append(("unregister", ptr))
             return 0
 
