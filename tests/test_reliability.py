@@ -270,7 +270,8 @@ def test_letter_logit_eval_backs_off_on_oom(tiny, questions, caplog):
             got = letter_logit_samples(model, tok, questions, batch_size=8, progress=False)
     finally:
         handle.remove()
-    assert seen[:3] == [6, 4, 2] and "batch size halved to 2" in caplog.text
+    # Half of the batch that failed (6 questions, under the cap of 8), whatever limited it.
+    assert seen[:3] == [6, 3, 1] and "batch size halved to 1" in caplog.text
     assert [s.extracted for s in got] == [s.extracted for s in expected]
     for a, b in zip(got, expected):
         assert a.extra == pytest.approx(b.extra, abs=1e-4)

@@ -1,12 +1,15 @@
 """The score stage's reward columns on the tiny model: D(y|x) of expected_likelihood reaches the reward,
-hinted samples stay out of quiet_star's baseline, and soft-label files are checked."""
+hinted samples stay out of quiet_star's baseline, soft-label files are checked, and scoring forwards keep
+to their token budget without changing a score."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+import torch
 
+from starloop import logprobs
 from starloop.errors import DataError
 from starloop.records import Sample
 from starloop.scoring import add_reward_columns, read_soft_labels
@@ -85,3 +88,69 @@ def test_soft_label_file_errors_name_row_and_column(tmp_path):
     assert read_soft_labels(p) == {"q1": [0.25, 0.75]}
     with pytest.raises(DataError, match="no such file"):
         read_soft_labels(tmp_path / "none.csv")
+
+
+def _forward_shapes(model):
+    """[rows, padded length] of every forward, read at the input embedding (every path runs it)."""
+    seen = []
+    embed = model.get_input_embeddings()
+    handle = embed.register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
+    return handle, seen
+
+
+def _long_prompts(questions):
+    """Prompts of three lengths, so that batches are padded."""
+    return [f"Q: {q.question} " + " ".join(f"word{j}" for j in range(i % 3 * 4)) + "\n"
+            for i, q in enumerate(questions)]
+
+
+def test_reward_scoring_forwards_stay_within_the_token_budget(tiny, questions, monkeypatch):
+    model, tok = tiny
+    by_id = {q.id: q for q in questions}
+    samples = [Sample(question_id=q.id, sample_index=j, prompt=p, rationale=f"Thinking {j} it over, slowly.")
+               for q, p in zip(questions, _long_prompts(questions)) for j in range(2)]
+    monkeypatch.setattr(logprobs, "SCORING_TOKENS", 64, raising=False)
+    handle, seen = _forward_shapes(model)
+    try:
+        add_reward_columns(model, tok, samples, by_id, batch_size=1024)
+    finally:
+        handle.remove()
+    assert len(seen) > 2 and max(rows for rows, _ in seen) > 1  # batched, and more than one batch
+    assert all(rows * width <= 64 or rows == 1 for rows, width in seen), seen
+    assert sum(rows for rows, _ in seen) == (len(samples) + len(questions)) * 4  # every row scored once
+
+
+def test_budgeted_scores_equal_row_at_a_time_scores(tiny, questions, monkeypatch):
+    model, tok = tiny
+    ctx = [p + "Thinking it over." for p in _long_prompts(questions)]
+    one = logprobs.answer_letter_logprobs(model, tok, ctx, 4, "\nThe answer is (", letter_format="{})",
+                                          batch_size=1)
+    monkeypatch.setattr(logprobs, "SCORING_TOKENS", 64, raising=False)
+    handle, seen = _forward_shapes(model)
+    try:
+        got = logprobs.answer_letter_logprobs(model, tok, ctx, 4, "\nThe answer is (", letter_format="{})",
+                                              batch_size=1024)
+    finally:
+        handle.remove()
+    assert max(rows for rows, _ in seen) > 1 and all(r * w <= 64 or r == 1 for r, w in seen)
+    # Not bitwise: a padded row's float32 sums differ in the last bits from the unpadded row's (main's
+    # row-capped batches do too), so the same tolerance as the padding tests of test_logprobs.
+    torch.testing.assert_close(got, one, atol=1e-5, rtol=0)
+
+
+def test_letter_logit_forwards_stay_within_the_token_budget(tiny, questions, monkeypatch):
+    from starloop.evaluate import letter_logit_samples
+
+    model, tok = tiny
+    expected = letter_logit_samples(model, tok, questions, batch_size=1, progress=False)
+    longest = max(len(tok(s.prompt)["input_ids"]) for s in expected)
+    monkeypatch.setattr(logprobs, "SCORING_TOKENS", 2 * longest + 1, raising=False)  # two rows a forward
+    handle, seen = _forward_shapes(model)
+    try:
+        got = letter_logit_samples(model, tok, questions, batch_size=1024, progress=False)
+    finally:
+        handle.remove()
+    assert [rows for rows, _ in seen] == [2, 2, 2]
+    assert [s.extracted for s in got] == [s.extracted for s in expected]
+    for a, b in zip(got, expected):
+        assert a.extra == pytest.approx(b.extra, abs=1e-5)

@@ -132,8 +132,10 @@ def letter_logit_samples(model, tokenizer, questions: Sequence[Question], few_sh
                          batch_size: int = 8, progress: bool = True) -> list[Sample]:
     """lm-eval-harness style MMLU scoring: argmax over log p(" X" | prompt) for each choice letter.
 
-    On CUDA out-of-memory the batch size is halved and the batch retried (logged).
+    A forward takes at most `batch_size` rows and `logprobs.SCORING_TOKENS` padded tokens; on CUDA
+    out-of-memory the rows of the failed batch and the token budget are halved and the batch retried (logged).
     """
+    from starloop import logprobs
     from starloop.oom import halved_batch_size
 
     device = model.device
@@ -141,6 +143,8 @@ def letter_logit_samples(model, tokenizer, questions: Sequence[Question], few_sh
     # Longest first, in batches of similar length: far less padding, and any OOM comes early.
     lengths = [len(tokenizer(t, add_special_tokens=True)["input_ids"]) for t in texts_all]
     order = sorted(range(len(questions)), key=lambda i: -lengths[i])
+    ordered_lengths = [lengths[i] for i in order]
+    max_tokens = logprobs.SCORING_TOKENS
     results: list[Sample | None] = [None] * len(questions)
     bar = progress_bar(len(questions), "letter-logit eval", progress)
     prev_side = tokenizer.padding_side
@@ -148,7 +152,8 @@ def letter_logit_samples(model, tokenizer, questions: Sequence[Question], few_sh
     try:
         start = 0
         while start < len(order):
-            idx = order[start : start + batch_size]
+            rows = logprobs.rows_within_budget(ordered_lengths, start, batch_size, max_tokens)
+            idx = order[start : start + rows]
             texts = [texts_all[i] for i in idx]
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=True)
             ids, attn = enc["input_ids"].to(device), enc["attention_mask"].to(device)
@@ -156,7 +161,8 @@ def letter_logit_samples(model, tokenizer, questions: Sequence[Question], few_sh
             try:
                 logits = _last_logits(model, ids, attn, pos)
             except (torch.OutOfMemoryError, RuntimeError) as e:
-                batch_size = halved_batch_size(e, batch_size, "evaluating letter logits")
+                batch_size = halved_batch_size(e, len(idx), "evaluating letter logits")
+                max_tokens = max(1, max_tokens // 2)
                 continue
             start += len(idx)
             logp = logits.log_softmax(-1)

@@ -23,6 +23,11 @@ from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100
 
+# Padded tokens per no-grad scoring forward (rows x longest row): activations grow with rows x length (a
+# 1.5B model's MLP at 1024 rows of 700 tokens: ~12 GiB per intermediate), so a sampling-sized row count
+# alone can fill a card; the same order as the static sampler's max_prefill_tokens.
+SCORING_TOKENS = 32768
+
 
 def _label_logprob(logits: Tensor, labels: Tensor) -> Tensor:
     """log softmax(logits)[label] in (at least) float32; logits [..., V], labels [...] valid ids."""
@@ -186,6 +191,18 @@ def batch_from_pairs(
     }
 
 
+def rows_within_budget(lengths: Sequence[int], start: int, max_rows: int, max_tokens: int) -> int:
+    """Rows of the next scoring batch, `lengths[start:]` taken in order: at most `max_rows`, and while
+    rows x (longest length among them) stays within `max_tokens`; at least one row."""
+    longest, n = 0, 0
+    for length in lengths[start : start + max(1, max_rows)]:
+        longest = max(longest, length)
+        if n and (n + 1) * longest > max_tokens:
+            break
+        n += 1
+    return max(n, 1)
+
+
 @torch.no_grad()
 def answer_letter_logprobs(
     model: nn.Module,
@@ -208,6 +225,8 @@ def answer_letter_logprobs(
     tokens are those of `tok(context + continuation)` beyond `tok(context)` (lm-evaluation-harness's
     rule), so merges at the boundary are scored as the model would see them. The values are raw
     sequence log-probs, not renormalised over the `n_choices` letters. Returns [N, n_choices] float32.
+    A forward takes at most `batch_size` rows and `SCORING_TOKENS` padded tokens; on out-of-memory the
+    rows of the failed batch and the token budget are halved and the batch retried.
     """
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -222,19 +241,23 @@ def answer_letter_logprobs(
             continuations.append(whole_ids[len(ctx_ids) :])
     from starloop.oom import halved_batch_size
 
+    lengths = [len(c) + len(z) for c, z in zip(contexts, continuations, strict=True)]
+    max_tokens = SCORING_TOKENS
     scores = []
     start = 0
     while start < len(contexts):
-        sl = slice(start, start + batch_size)
+        n = rows_within_budget(lengths, start, batch_size, max_tokens)
+        sl = slice(start, start + n)
         batch = batch_from_pairs(contexts[sl], continuations[sl], pad_id, side="left")
         batch = {k: v.to(device) for k, v in batch.items()}
         try:
             scores.append(model_sequence_logprobs(model, **batch)[0])
         except (torch.OutOfMemoryError, RuntimeError) as e:
-            # Retry at half the batch (the reward scores do not depend on batching).
-            batch_size = halved_batch_size(e, batch_size, "scoring rewards")
+            # Retry at half the rows and half the tokens (the reward scores do not depend on batching).
+            batch_size = halved_batch_size(e, n, "scoring rewards")
+            max_tokens = max(1, max_tokens // 2)
             continue
-        start += len(contexts[sl])
+        start += n
     if not scores:
         return torch.zeros(0, n_choices)
     return torch.cat(scores).view(len(prompts_with_rationale), n_choices).cpu()
