@@ -154,3 +154,22 @@ def test_letter_logit_forwards_stay_within_the_token_budget(tiny, questions, mon
     assert [s.extracted for s in got] == [s.extracted for s in expected]
     for a, b in zip(got, expected):
         assert a.extra == pytest.approx(b.extra, abs=1e-5)
+
+
+def test_cached_memory_released_once_per_scoring_pass_and_only_on_cuda(tiny, questions, monkeypatch):
+    from types import SimpleNamespace
+
+    from starloop import oom, scoring
+
+    model, tok = tiny
+    passes = []
+    monkeypatch.setattr(scoring, "release_cached_memory", passes.append)
+    add_reward_columns(model, tok, _samples(questions), {q.id: q for q in questions}, batch_size=2)
+    assert passes == [model]  # once at the end, not per batch
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
+    oom.release_cached_memory(model)
+    assert emptied == []  # a CPU model: nothing to release
+    on_cuda = SimpleNamespace(parameters=lambda: iter([SimpleNamespace(device=torch.device("cuda", 0))]))
+    oom.release_cached_memory(on_cuda)
+    assert emptied == [1]

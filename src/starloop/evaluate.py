@@ -111,6 +111,7 @@ def add_forced_choice(model, tokenizer, samples: Sequence[Sample], questions: di
     updated in place and returned.
     """
     from starloop.logprobs import answer_letter_logprobs
+    from starloop.oom import release_cached_memory
     from starloop.scoring import answer_template
 
     groups: dict[tuple[str, int], list[int]] = {}
@@ -124,6 +125,7 @@ def add_forced_choice(model, tokenizer, samples: Sequence[Sample], questions: di
                                       batch_size=batch_size)
         for i, row in zip(idx, logp):
             samples[i].extra["forced_choice"] = LETTERS[int(torch.argmax(row))]
+    release_cached_memory(model)
     return list(samples)
 
 
@@ -136,7 +138,7 @@ def letter_logit_samples(model, tokenizer, questions: Sequence[Question], few_sh
     out-of-memory the rows of the failed batch and the token budget are halved and the batch retried (logged).
     """
     from starloop import logprobs
-    from starloop.oom import halved_batch_size
+    from starloop.oom import halved_batch_size, release_cached_memory
 
     device = model.device
     texts_all = [prompts.letter_prompt(q, few_shot=shots_for(few_shot, q)) for q in questions]
@@ -181,6 +183,7 @@ def letter_logit_samples(model, tokenizer, questions: Sequence[Question], few_sh
     finally:
         tokenizer.padding_side = prev_side
         bar.close()
+    release_cached_memory(model)
     return results  # type: ignore[return-value]
 
 

@@ -33,6 +33,14 @@ def halved_batch_size(err: BaseException, batch_size: int, what: str, floor: int
     return batch_size
 
 
+def release_cached_memory(model: torch.nn.Module) -> None:
+    """After a scoring pass on CUDA: hand the allocator's cached blocks back to the driver, so that other
+    processes sharing the card can use them (once per pass; the next pass allocates afresh)."""
+    param = next(model.parameters(), None)
+    if param is not None and param.device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 @contextlib.contextmanager
 def oom_advice():
     """Out of memory in a training forward/backward -> one-line StarloopError naming the knobs to turn."""

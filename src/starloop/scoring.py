@@ -22,6 +22,7 @@ import torch
 from starloop import prompts, rewards
 from starloop.errors import DataError, StarloopError
 from starloop.logprobs import answer_letter_logprobs
+from starloop.oom import release_cached_memory
 from starloop.records import LETTERS, Question, Sample
 
 _MARK = "\u0000"
@@ -86,6 +87,7 @@ def add_reward_columns(model, tok, samples: Sequence[Sample], questions: dict[st
             s.extra[name] = round(float(v), 6)
     for s, row in zip(samples, letter_lp.tolist()):
         s.extra["answer_dist"] = " ".join(f"{LETTERS[j]}:{v:.4f}" for j, v in enumerate(row) if v > float("-inf"))
+    release_cached_memory(model)
 
 
 def label_distribution(kind: str, gold: torch.Tensor, n_choices: torch.Tensor, n_max: int, eps: float,
