@@ -20,6 +20,8 @@ loop's own count of prompt + completion tokens per second. ratio = reference sec
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import gc
 import json
 import tempfile
@@ -54,19 +56,24 @@ def make_config(args, sampler: str, out: Path) -> Config:
 
 
 class StageTimer:
-    """Seconds spent in each wrapped stage (the stages do not call one another)."""
+    """Seconds spent in each wrapped stage (the stages do not call one another), and the parts of each stage that
+    `add` charges to it while it runs (LoRA merge and restore, the static sampler's prefill, capture and decode)."""
 
     def __init__(self, cuda: bool):
         self.seconds: dict[str, float] = defaultdict(float)
         self.spans: dict[str, tuple[float, float]] = {}  # (start, end) of each stage's last call
+        self.parts: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.running: list[str] = []
         self.cuda = cuda
 
     def wrap(self, name: str, fn):
         def wrapper(*a, **k):
             t = time.perf_counter()
+            self.running.append(name)
             try:
                 return fn(*a, **k)
             finally:
+                self.running.pop()
                 if self.cuda:
                     torch.cuda.synchronize()
                 end = time.perf_counter()
@@ -74,10 +81,62 @@ class StageTimer:
                 self.spans[name] = (t, end)
         return wrapper
 
+    def add(self, part: str, seconds: float) -> None:
+        """Charge `seconds` of `part` to the innermost stage running now (none: not counted)."""
+        if self.running:
+            self.parts[self.running[-1]][part] += seconds
+
     def stages(self) -> dict[str, float]:
         s = self.seconds
         return {"sampling": s["sample"], "scoring": s["score"] + s["build"], "training": s["train"],
                 "validation": s["validate"]}
+
+    def split(self, stage: str, kind: str) -> dict[str, float]:
+        """{kind_merge_s, kind_prefill_s, kind_capture_s, kind_decode_s, kind_rest_s} of `stage` (decode without
+        the graph captures it held; rest = the stage less the parts: tokenizing, extraction, files)."""
+        p = self.parts.get(stage, {})
+        got = {f"{kind}_{k}_s": p.get(k, 0.0) for k in ("merge", "prefill", "capture", "decode")}
+        return {**got, f"{kind}_rest_s": self.seconds.get(stage, 0.0) - sum(got.values())}
+
+
+@contextlib.contextmanager
+def timed_parts(timer: StageTimer):
+    """Charge Policy.merged's merge and restore, and the static sampler's prefill / capture / decode seconds
+    (its own counters, device synchronized), to the stage running when they happen."""
+    from starloop.policy import Policy
+    from starloop.static_sampler import StaticSampler
+
+    merged, generate_ids = Policy.merged, StaticSampler.generate_ids
+
+    @contextlib.contextmanager
+    def timed_merged(self):
+        with contextlib.ExitStack() as stack:
+            t = time.perf_counter()
+            done = stack.enter_context(merged(self))
+            timer.add("merge", time.perf_counter() - t)
+            try:
+                yield done
+            finally:
+                t = time.perf_counter()
+                stack.close()
+                timer.add("merge", time.perf_counter() - t)
+
+    def timed_generate_ids(self, *a, **k):
+        before = dataclasses.replace(self.stats)
+        try:
+            return generate_ids(self, *a, **k)
+        finally:
+            st = self.stats
+            capture = st.capture_s - before.capture_s
+            timer.add("prefill", st.prefill_s - before.prefill_s)
+            timer.add("capture", capture)
+            timer.add("decode", st.decode_s - before.decode_s - capture)
+
+    Policy.merged, StaticSampler.generate_ids = timed_merged, timed_generate_ids
+    try:
+        yield
+    finally:
+        Policy.merged, StaticSampler.generate_ids = merged, generate_ids
 
 
 def run_once(args, sampler: str, workdir: Path) -> dict:
@@ -104,7 +163,8 @@ def run_once(args, sampler: str, workdir: Path) -> dict:
                 memory["after"] = cuda_memory() if timer.cuda else {}
         stages.STAGES["train"] = train_with_memory
         t0 = time.perf_counter()
-        loop.run_train(cfg)
+        with timed_parts(timer):
+            loop.run_train(cfg)
         total = time.perf_counter() - t0
     finally:
         stages.STAGES.update(originals)
@@ -128,6 +188,7 @@ def run_once(args, sampler: str, workdir: Path) -> dict:
         **(train_split(timer.spans["train"], timer.spans["train_loop"], [r["wall_s"] for r in log])
            if "train_loop" in timer.spans else {}),
         **memory_during(memory.get("before", {}), memory.get("after", {})),
+        **timer.split("sample", "sampling"), **timer.split("validate", "validation"),
     }
 
 
@@ -209,6 +270,13 @@ def main(argv=None) -> dict:
                  ("train_steps_s", "steps s"), ("train_save_s", "save s"), ("train_steps", "steps"),
                  ("train_step_first_s", "first step s"), ("train_step_median_s", "median step s"),
                  ("train_free_gib_at_start", "free GiB at start"), ("train_alloc_retries", "alloc retries")]),
+          flush=True)
+    print("\nsampling and validation split (s): merge = folding the LoRA adapter in and restoring the base weights; "
+          "prefill, capture (CUDA graphs), decode = the static sampler's own counters (device synchronized); rest = "
+          "tokenizing, answer extraction, files")
+    print(table(rows, [("pipeline", "pipeline")] + [(f"{kind}_{part}_s", f"{kind} {part} s")
+                                                    for kind in ("sampling", "validation")
+                                                    for part in ("merge", "prefill", "capture", "decode", "rest")]),
           flush=True)
     result = {"env": env, "args": vars(args), "rows": rows}
     if reference:

@@ -47,6 +47,25 @@ def test_stage_split_sums_the_stages_of_each_kind(bench, monkeypatch):
     assert set(bench.WRAPPED) <= set(__import__("starloop.stages", fromlist=["STAGES"]).STAGES)
 
 
+def test_parts_are_charged_to_the_running_stage(bench):
+    """merge / prefill / capture / decode seconds go to the stage running when they happen; rest is the stage
+    less its parts; outside any stage nothing is counted."""
+    timer = bench.StageTimer(cuda=False)
+    timer.add("merge", 9.0)  # no stage running
+
+    def validate():
+        timer.add("merge", 0.5)
+        timer.add("decode", 2.0)
+        timer.add("merge", 0.25)
+
+    timer.wrap("validate", validate)()
+    timer.seconds["validate"] = 4.0  # the clock's own seconds replaced by round ones
+    assert timer.split("validate", "validation") == {
+        "validation_merge_s": 0.75, "validation_prefill_s": 0.0, "validation_capture_s": 0.0,
+        "validation_decode_s": 2.0, "validation_rest_s": 1.25}
+    assert timer.split("sample", "sampling")["sampling_decode_s"] == 0.0
+
+
 def test_ratio_is_reference_over_starloop(bench):
     ours = {"sampling_s": 2.0, "scoring_s": 0.5, "training_s": 4.0, "validation_s": 0.0, "stages_s": 6.5,
             "total_s": 10.0}
@@ -117,7 +136,7 @@ def test_reference_pipeline_on_tiny_random(bench, tmp_path, monkeypatch):
     monkeypatch.setattr(evaluate, "generation_to_sample", every_rationale_correct)
     out = tmp_path / "iteration.json"
     result = bench.main(["--model", "tiny-random", "--questions", "2", "--samples", "2", "--new", "4", "--val", "2",
-                         "--train-batch", "2", "--reference", "--out", str(out)])
+                         "--train-batch", "2", "--sampler", "static", "--reference", "--out", str(out)])
     ours, ref = result["rows"][0], result["reference"]
     assert ours["samples"] == ref["samples"] == 4  # 2 questions x 2 samples
     assert ours["kept"] == ref["kept"] == 4
@@ -131,3 +150,7 @@ def test_reference_pipeline_on_tiny_random(bench, tmp_path, monkeypatch):
         parts = row["train_setup_s"] + row["train_steps_s"] + row["train_save_s"]
         assert parts == pytest.approx(row["training_s"], rel=0.05), row["pipeline"]
         assert row["train_steps_s"] > 0 and 0 < row["train_step_median_s"] <= row["train_steps_s"]
+    for kind in ("sampling", "validation"):  # the static sampler's parts, within their stage
+        assert ours[f"{kind}_decode_s"] > 0 and ours[f"{kind}_prefill_s"] > 0, kind
+        assert ours[f"{kind}_rest_s"] >= 0, kind
+    assert ours["validation_merge_s"] > 0  # iteration 1 validates on the adapter, merged
