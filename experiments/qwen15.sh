@@ -22,6 +22,7 @@
 # All of it is about 35 minutes of one H200; in two sittings of 30 minutes (each with its own RUNS folder):
 #   LOW=zu ONLY='en-star|low-.*(wsft|gain)' bash experiments/qwen15.sh  # question 2; 5 on the lowest language
 #   ITERS=1 ONLY='en-(dpo|rpo|rloo|wsft|grpo|sft-gain)' bash experiments/qwen15.sh   # questions 3 and 5, English
+# On a GPU machine without network access (weights brought as pieces): experiments/offline_qwen15.sh.
 set -uo pipefail
 MODEL=${MODEL:?set MODEL to the Qwen2.5-Coder-1.5B-Instruct .gguf (bash experiments/get_qwen15.sh prints it)}
 R=${RUNS:-runs/qwen15}

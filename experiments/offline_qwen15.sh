@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# experiments/qwen15.sh on a GPU machine that reaches no registry, from weights and wheels brought over:
+#   bash experiments/offline_qwen15.sh PIECES WHEELS RES [VAR=value ...]
+# PIECES: the .partNN files and the .sha256 written by `experiments/pieces.sh split` for
+#   qwen2.5-coder-1.5b-instruct.gguf; WHEELS: wheels of what the machine lacks (hydra-core, omegaconf,
+#   antlr4-python3-runtime, gguf, datasets, dill, multiprocess; trl for the benchmark's reference), installed into
+#   RES/site; RES: the model, its converted copy, the run folders and the logs. VAR=value pairs go to qwen15.sh
+#   (LOW=zu ONLY=... PAR=5 GEN=1024 EVB=512 CKPT=true, say). Joins and checks the pieces, installs the wheels,
+#   converts the model once, then runs qwen15.sh detached from this shell (it survives a lost connection):
+#   RES/driver.log says where it is, RES/qwen15.log holds the runs' progress, RES/ALL_DONE marks the end.
+set -euo pipefail
+die() { echo "offline_qwen15.sh: $*" >&2; exit 2; }
+[ $# -ge 3 ] || die "usage: offline_qwen15.sh PIECES WHEELS RES [VAR=value ...]"
+PIECES=$1 WHEELS=$2 RES=$3; shift 3
+NAME=qwen2.5-coder-1.5b-instruct.gguf
+[ -f "$PIECES/$NAME.sha256" ] || die "$PIECES/$NAME.sha256: missing"
+[ -d "$WHEELS" ] || die "$WHEELS: no such folder"
+for kv in "$@"; do [[ $kv == [A-Z]*=* ]] || die "$kv: not VAR=value"; done
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$RES"
+RES=$(cd "$RES" && pwd)
+bash "$HERE/experiments/pieces.sh" join "$PIECES" "$NAME" "$RES/model/$NAME" >/dev/null
+if compgen -G "$WHEELS/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$RES/site" "$WHEELS"/*.whl
+fi
+export PYTHONPATH="$HERE/src:$RES/site" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 STARLOOP_CACHE="$RES/cache"
+printf '#!/bin/bash\nexec python3 -m starloop.cli "$@"\n' > "$RES/starloop" && chmod +x "$RES/starloop"
+setsid nohup env "$@" STARLOOP="${STARLOOP:-$RES/starloop}" MODEL="$RES/model/$NAME" RUNS="$RES/qwen15" bash -c '
+  t0=$(date +%s)
+  echo "[0 s] converting"
+  python3 -c "import sys; from starloop.models import resolve_model_source as r; print(r(sys.argv[1])[0])" "$MODEL" ||
+    { echo "conversion failed"; touch "$0/ALL_DONE"; exit 1; }
+  echo "[$(( $(date +%s) - t0 )) s] qwen15.sh"
+  bash "$1/experiments/qwen15.sh" > "$0/qwen15.log" 2>&1; rc=$?
+  echo "[$(( $(date +%s) - t0 )) s] qwen15.sh ended, rc=$rc"
+  touch "$0/ALL_DONE"' "$RES" "$HERE" > "$RES/driver.log" 2>&1 < /dev/null &
+echo "started: tail -f $RES/driver.log $RES/qwen15.log"
