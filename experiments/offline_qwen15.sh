@@ -16,9 +16,12 @@ NAME=qwen2.5-coder-1.5b-instruct.gguf
 [ -f "$PIECES/$NAME.sha256" ] || die "$PIECES/$NAME.sha256: missing"
 [ -d "$WHEELS" ] || die "$WHEELS: no such folder"
 for kv in "$@"; do [[ $kv == [A-Z]*=* ]] || die "$kv: not VAR=value"; done
-HERE=$(cd "$(dirname "$0")/.." && pwd)
+SRC=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$RES"
 RES=$(cd "$RES" && pwd)
+# The runs read a copy of the code: the checkout may change while they run (a pull, an edit).
+HERE=$RES/code
+rm -rf "$HERE" && mkdir -p "$HERE" && cp -r "$SRC/src" "$SRC/experiments" "$HERE/"
 bash "$HERE/experiments/pieces.sh" join "$PIECES" "$NAME" "$RES/model/$NAME" >/dev/null
 if compgen -G "$WHEELS/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$RES/site" "$WHEELS"/*.whl
