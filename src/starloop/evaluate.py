@@ -138,35 +138,28 @@ def letter_logit_samples(model, tokenizer, questions: Sequence[Question], few_sh
     out-of-memory the rows of the failed batch and the token budget are halved and the batch retried (logged).
     """
     from starloop import logprobs
-    from starloop.oom import halved_batch_size, release_cached_memory
+    from starloop.oom import release_cached_memory
 
     device = model.device
     texts_all = [prompts.letter_prompt(q, few_shot=shots_for(few_shot, q)) for q in questions]
     # Longest first, in batches of similar length: far less padding, and any OOM comes early.
     lengths = [len(tokenizer(t, add_special_tokens=True)["input_ids"]) for t in texts_all]
     order = sorted(range(len(questions)), key=lambda i: -lengths[i])
-    ordered_lengths = [lengths[i] for i in order]
-    max_tokens = logprobs.SCORING_TOKENS
     results: list[Sample | None] = [None] * len(questions)
     bar = progress_bar(len(questions), "letter-logit eval", progress)
     prev_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
-        start = 0
-        while start < len(order):
-            rows = logprobs.rows_within_budget(ordered_lengths, start, batch_size, max_tokens)
-            idx = order[start : start + rows]
-            texts = [texts_all[i] for i in idx]
+        def forward(start: int, n: int) -> torch.Tensor:
+            texts = [texts_all[i] for i in order[start : start + n]]
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=True)
             ids, attn = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-            pos = (attn.cumsum(-1) - 1).clamp(min=0)
-            try:
-                logits = _last_logits(model, ids, attn, pos)
-            except (torch.OutOfMemoryError, RuntimeError) as e:
-                batch_size = halved_batch_size(e, len(idx), "evaluating letter logits")
-                max_tokens = max(1, max_tokens // 2)
-                continue
-            start += len(idx)
+            return _last_logits(model, ids, attn, (attn.cumsum(-1) - 1).clamp(min=0))
+
+        ordered = [lengths[i] for i in order]
+        for start, n, logits in logprobs.budgeted_batches(ordered, batch_size, "evaluating letter logits", forward):
+            idx = order[start : start + n]
+            texts = [texts_all[i] for i in idx]
             logp = logits.log_softmax(-1)
             for r, i in enumerate(idx):
                 q = questions[i]

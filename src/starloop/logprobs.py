@@ -15,13 +15,15 @@ that carry a label, a chunk of rows at a time. Under autograd every chunk is rec
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100
+T = TypeVar("T")
 
 # Padded tokens per no-grad scoring forward (rows x longest row): activations grow with rows x length (a
 # 1.5B model's MLP at 1024 rows of 700 tokens: ~12 GiB per intermediate), so a sampling-sized row count
@@ -203,6 +205,27 @@ def rows_within_budget(lengths: Sequence[int], start: int, max_rows: int, max_to
     return max(n, 1)
 
 
+def budgeted_batches(lengths: Sequence[int], batch_size: int, what: str,
+                     run: Callable[[int, int], T]) -> Iterator[tuple[int, int, T]]:
+    """(start, n, run(start, n)) for consecutive batches of the rows whose lengths are `lengths`, each of at
+    most `batch_size` rows and `SCORING_TOKENS` padded tokens (`rows_within_budget`); when run raises
+    out-of-memory, the rows of the failed batch and the token budget are halved and the batch runs again
+    (any other error is raised)."""
+    from starloop.oom import halved_batch_size
+
+    max_tokens, start = SCORING_TOKENS, 0
+    while start < len(lengths):
+        n = rows_within_budget(lengths, start, batch_size, max_tokens)
+        try:
+            got = run(start, n)
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            batch_size = halved_batch_size(e, n, what)
+            max_tokens = max(1, max_tokens // 2)
+            continue
+        yield start, n, got
+        start += n
+
+
 @torch.no_grad()
 def answer_letter_logprobs(
     model: nn.Module,
@@ -239,25 +262,13 @@ def answer_letter_logprobs(
             whole_ids = whole["input_ids"]
             contexts.append(whole_ids[: len(ctx_ids)])
             continuations.append(whole_ids[len(ctx_ids) :])
-    from starloop.oom import halved_batch_size
+
+    def score(start: int, n: int) -> Tensor:  # the reward scores do not depend on batching
+        batch = batch_from_pairs(contexts[start : start + n], continuations[start : start + n], pad_id, side="left")
+        return model_sequence_logprobs(model, **{k: v.to(device) for k, v in batch.items()})[0]
 
     lengths = [len(c) + len(z) for c, z in zip(contexts, continuations, strict=True)]
-    max_tokens = SCORING_TOKENS
-    scores = []
-    start = 0
-    while start < len(contexts):
-        n = rows_within_budget(lengths, start, batch_size, max_tokens)
-        sl = slice(start, start + n)
-        batch = batch_from_pairs(contexts[sl], continuations[sl], pad_id, side="left")
-        batch = {k: v.to(device) for k, v in batch.items()}
-        try:
-            scores.append(model_sequence_logprobs(model, **batch)[0])
-        except (torch.OutOfMemoryError, RuntimeError) as e:
-            # Retry at half the rows and half the tokens (the reward scores do not depend on batching).
-            batch_size = halved_batch_size(e, n, "scoring rewards")
-            max_tokens = max(1, max_tokens // 2)
-            continue
-        start += n
+    scores = [got for _, _, got in budgeted_batches(lengths, batch_size, "scoring rewards", score)]
     if not scores:
         return torch.zeros(0, n_choices)
     return torch.cat(scores).view(len(prompts_with_rationale), n_choices).cpu()
