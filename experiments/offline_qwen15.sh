@@ -17,8 +17,13 @@ NAME=qwen2.5-coder-1.5b-instruct.gguf
 [ -d "$WHEELS" ] || die "$WHEELS: no such folder"
 for kv in "$@"; do [[ $kv == [A-Z]*=* ]] || die "$kv: not VAR=value"; done
 SRC=$(cd "$(dirname "$0")/.." && pwd)
+[ -d "$(dirname "$RES")" ] || die "$(dirname "$RES"): no such folder"
+RES=$(cd "$(dirname "$RES")" && pwd)/$(basename "$RES")
+# A failed set-up (a damaged piece, a wheel that does not install) leaves behind nothing that it created.
+made=()
+for p in "$RES" "$RES/code" "$RES/model" "$RES/site"; do [ -e "$p" ] || made+=("$p"); done
+trap 'rm -rf "${made[@]}"' ERR
 mkdir -p "$RES"
-RES=$(cd "$RES" && pwd)
 # The runs read a copy of the code: the checkout may change while they run (a pull, an edit).
 HERE=$RES/code
 rm -rf "$HERE" && mkdir -p "$HERE" && cp -r "$SRC/src" "$SRC/experiments" "$HERE/"
@@ -37,4 +42,5 @@ setsid nohup env "$@" STARLOOP="${STARLOOP:-$RES/starloop}" MODEL="$RES/model/$N
   bash "$1/experiments/qwen15.sh" > "$0/qwen15.log" 2>&1; rc=$?
   echo "[$(( $(date +%s) - t0 )) s] qwen15.sh ended, rc=$rc"
   touch "$0/ALL_DONE"' "$RES" "$HERE" > "$RES/driver.log" 2>&1 < /dev/null &
+trap - ERR
 echo "started: tail -f $RES/driver.log $RES/qwen15.log"
