@@ -2,15 +2,22 @@
 
     python experiments/qwen15_tables.py runs/qwen15 > /tmp/tables.md
 
-Reads only what the runs wrote (metrics.json, metrics.jsonl, DONE markers, jobs.tsv); recomputes nothing
-but the stage split, which is the time between consecutive DONE markers of an iteration.
+Reads only what the runs wrote (metrics.json, metrics.jsonl, DONE markers, jobs.tsv, iter_*/val/generations.csv);
+recomputes only the stage split (the time between consecutive DONE markers of an iteration), the paired tests
+between runs and the answer-letter shares, from the validation generations (the columns question_id, extracted and
+correct are enough, so a folder of trimmed copies gives the same tables).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
+from collections import Counter
+from itertools import combinations
 from pathlib import Path
+
+from starloop.metrics import mcnemar
 
 STAGES = ("sample", "rationalize", "train", "val")  # the order a STaR iteration writes its DONE markers
 
@@ -92,25 +99,92 @@ def seconds(split: dict[str, float]) -> str:
     return " / ".join(f"{split[s]:.0f}" if s in split else "-" for s in STAGES) if split else "-"
 
 
+def val_answers(run: Path, it: int) -> dict[str, dict] | None:
+    """Iteration `it`'s validation rows of a run by question id, or None where the file is absent."""
+    path = run / f"iter_{it}" / "val" / "generations.csv"
+    if not path.exists():
+        return None
+    csv.field_size_limit(sys.maxsize)
+    with path.open(newline="", encoding="utf-8") as f:
+        return {r["question_id"]: r for r in csv.DictReader(f)}
+
+
+def correct(rows: dict[str, dict]) -> dict[str, bool]:
+    return {q: r["correct"] == "True" for q, r in rows.items()}
+
+
+def top_letter(rows: dict[str, dict] | None) -> str:
+    """The commonest extracted letter and its share of the parsed answers: a policy collapsing onto one
+    letter shows here before it shows in accuracy."""
+    letters = Counter(r["extracted"] for r in (rows or {}).values() if r["extracted"])
+    if not letters:
+        return "-"
+    letter, n = letters.most_common(1)[0]
+    return f"{letter} {100 * n / sum(letters.values()):.0f}"
+
+
+def shuffled_chance(rows: dict[str, dict] | None) -> float | None:
+    """Expected accuracy of the run's own answers dealt to the questions at random (a permutation
+    baseline): sum over letters of (share of rows answering it) x (share of rows whose gold it is).
+    Unparsed rows answer nothing. It is 25% for any answers when the gold letters are uniform, and differs
+    from 25% when both the key and the answers lean: a run that answers mostly the key's commonest letter
+    beats 25% without knowing anything."""
+    if not rows:
+        return None
+    n = len(rows)
+    said = Counter(r["extracted"] for r in rows.values() if r["extracted"])
+    gold = Counter(r["gold"] for r in rows.values())
+    return sum(said[k] * gold[k] for k in said) / n**2
+
+
+def runs_of(root: Path, prefix: str) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(prefix))
+
+
+def paired(root: Path, prefix: str) -> str:
+    """Exact McNemar tests between every two runs of a group at each iteration both validated, on the
+    questions both answered: b = right in the first run only, c = right in the second only."""
+    out = ["| runs (first / second) | iteration | n | first % | second % | b | c | McNemar p |",
+           "|---|---|---|---|---|---|---|---|"]
+    for a, b in combinations(runs_of(root, prefix), 2):
+        for it in range(1, 100):
+            ra, rb = val_answers(a, it), val_answers(b, it)
+            if ra is None or rb is None:
+                break
+            ca, cb = correct(ra), correct(rb)
+            m = mcnemar(ca, cb)
+            both = set(ca) & set(cb)
+            acc = [100 * sum(c[q] for q in both) / max(len(both), 1) for c in (ca, cb)]
+            out.append(f"| {a.name} / {b.name} | {it} | {m['n']} | {acc[0]:.1f} | {acc[1]:.1f} | {m['b']} | "
+                       f"{m['c']} | {m['p']:.3g} |")
+    return "\n".join(out) if len(out) > 2 else "(no two runs validated the same iteration)"
+
+
 def star(root: Path, prefix: str = "") -> str:
     """Validation rows of each run whose name starts with `prefix`: English rows for English runs, the
     run's one language for the low-language runs."""
-    out = [("| run | iteration | val accuracy % [95% CI] | parse % | McNemar p vs previous | kept | "
-            "mean tokens | stage seconds (sample / rationalize / train / val) |"), "|---|---|---|---|---|---|---|---|"]
-    for run in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(prefix)):
+    out = [("| run | iteration | val accuracy % [95% CI] | parse % | forced-choice % | degenerate % | top letter % | shuffled % | "
+            "McNemar p vs previous | McNemar p vs iteration 0 | kept | mean tokens | "
+            "stage seconds (sample / rationalize / train / val) |"), "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run in runs_of(root, prefix):
         path = run / "metrics.jsonl"
         rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
         rows = [r for r in rows if r.get("split") == "val"
                 and (prefix.startswith("low") or r.get("language") in ("en", "all"))]
         for r in rows:
-            p = r.get("mcnemar_prev_p")
+            p, p0, fc = r.get("mcnemar_prev_p"), r.get("mcnemar_base_p"), r.get("forced_choice_accuracy")
             sec = seconds(stage_split(run, r["iteration"])) if r["iteration"] else "-"
+            answers = val_answers(run, r["iteration"])
+            chance = shuffled_chance(answers)
             out.append(f"| {run.name} | {r['iteration']} | {ci(r)} | {pct(r['parse_rate'])} | "
-                       f"{'-' if p is None else f'{p:.3g}'} | {r.get('kept', 0)} | {r['mean_tokens']:.0f} | {sec} |")
+                       f"{'-' if fc is None else pct(fc)} | {pct(r.get('degenerate_rate', 0.0))} | "
+                       f"{top_letter(answers)} | {'-' if chance is None else pct(chance)} | "
+                       f"{'-' if p is None else f'{p:.3g}'} | "
+                       f"{'-' if p0 is None else f'{p0:.3g}'} | {r.get('kept', 0)} | {r['mean_tokens']:.0f} | {sec} |")
         nxt = 1 + max((r["iteration"] for r in rows), default=-1)
         partial = stage_split(run, nxt)
         if partial:  # an iteration that started but did not validate before the run was stopped
-            out.append(f"| {run.name} | {nxt} | stopped before validation | | | | | {seconds(partial)} |")
+            out.append(f"| {run.name} | {nxt} | stopped before validation |" + " |" * 9 + f" {seconds(partial)} |")
     return "\n".join(out)
 
 
@@ -119,7 +193,9 @@ def main(root: Path) -> None:
     print("\n### Subjects where chain of thought loses or gains most against letter-logit\n\n" + subjects(root))
     print("\n## The African subset (val, per language)\n\n" + languages(root))
     print("\n## STaR runs, English\n\n" + star(root, "en-"))
+    print("\n### Paired tests between the English runs\n\n" + paired(root, "en-"))
     print("\n## STaR runs, lowest language\n\n" + star(root, "low-"))
+    print("\n### Paired tests between the lowest language's runs\n\n" + paired(root, "low-"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,71 @@
+"""experiments/qwen15_tables.py: the numbers it computes itself (paired tests between runs, the shuffled-answer
+baseline, the commonest letter), on run folders written by hand."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "experiments" / "qwen15_tables.py"
+_spec = importlib.util.spec_from_file_location("qwen15_tables", _PATH)
+tables = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tables)
+
+
+def _val(run: Path, it: int, answers: list[tuple[str, str]]) -> None:
+    """iter_<it>/val/generations.csv with (extracted, gold) per question, and its metrics line."""
+    folder = run / f"iter_{it}" / "val"
+    folder.mkdir(parents=True)
+    with (folder / "generations.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, ["question_id", "extracted", "gold", "correct"])
+        w.writeheader()
+        for i, (said, gold) in enumerate(answers):
+            w.writerow({"question_id": f"q{i}", "extracted": said, "gold": gold, "correct": said == gold})
+    acc = sum(s == g for s, g in answers) / len(answers)
+    line = {"iteration": it, "split": "val", "language": "en", "n": len(answers), "accuracy": acc, "ci_low": 0.0,
+            "ci_high": 1.0, "parse_rate": sum(bool(s) for s, _ in answers) / len(answers), "mean_tokens": 10.0}
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+GOLD = ["A", "A", "A", "B", "C", "D"]
+
+
+def test_shuffled_chance_by_hand(tmp_path):
+    run = tmp_path / "en-x"
+    # said: A A B B "" D -> A 2, B 2, D 1 of 6 rows; gold: A 3, B 1, C 1, D 1.
+    _val(run, 1, list(zip(["A", "A", "B", "B", "", "D"], GOLD)))
+    rows = tables.val_answers(run, 1)
+    assert tables.shuffled_chance(rows) == pytest.approx((2 * 3 + 2 * 1 + 1 * 1) / 36)
+    assert tables.top_letter(rows) == "A 40"  # 2 of the 5 parsed answers (A and B tie: first seen wins)
+    assert tables.val_answers(run, 2) is None and tables.shuffled_chance(None) is None
+
+
+def test_uniform_key_gives_a_quarter_whatever_the_answers():
+    rows = {f"q{i}": {"extracted": "A", "gold": "ABCD"[i % 4]} for i in range(8)}
+    assert tables.shuffled_chance(rows) == pytest.approx(0.25)
+
+
+def test_paired_counts_each_side_and_exact_p(tmp_path):
+    # first right on q0-q4 only; second right on q0 and on q5 only: b = 4 (q1-q4), c = 1 (q5).
+    first = [("A", "A")] * 5 + [("B", "A")]
+    second = [("A", "A")] + [("B", "A")] * 4 + [("A", "A")]
+    _val(tmp_path / "en-a", 1, first)
+    _val(tmp_path / "en-b", 1, second)
+    table = tables.paired(tmp_path, "en-")
+    row = [r for r in table.splitlines() if r.startswith("| en-a / en-b | 1 |")]
+    # p = 2 * P(Bin(5, 1/2) <= 1) = 2 * 6/32 = 0.375
+    assert row == ["| en-a / en-b | 1 | 6 | 83.3 | 33.3 | 4 | 1 | 0.375 |"]
+    assert tables.paired(tmp_path, "low-") == "(no two runs validated the same iteration)"
+
+
+def test_star_table_has_the_new_columns(tmp_path):
+    _val(tmp_path / "en-a", 0, [("A", "A"), ("B", "A")])
+    table = tables.star(tmp_path, "en-")
+    head, rule, row = table.splitlines()
+    assert head.count("|") == rule.count("|") == row.count("|")
+    assert "| en-a | 0 | 50.0 [0.0, 100.0] | 100.0 | - | 0.0 | A 50 | 50.0 |" in row
