@@ -160,6 +160,34 @@ def paired(root: Path, prefix: str) -> str:
     return "\n".join(out) if len(out) > 2 else "(no two runs validated the same iteration)"
 
 
+BASE_GROUPS = (("answered", lambda r: bool(r["extracted"])),
+               ("unanswered, truncated", lambda r: not r["extracted"] and r.get("truncated") == "True"),
+               ("unanswered, ended", lambda r: not r["extracted"] and r.get("truncated") != "True"))
+
+
+def format_split(root: Path, prefix: str) -> str:
+    """Where each run's gain comes from: its last validated iteration against iteration 0 within three
+    groups of questions, by what the base model did with them (answered; gave no answer because it ran out
+    of tokens; gave no answer and stopped). A gain only in the unanswered groups is the format fix; a gain
+    among the answered questions is more than that."""
+    out = [("| run | iteration | questions, by the base model's output | n | correct before | correct after | "
+            "b | c | McNemar p |"), "|---|---|---|---|---|---|---|---|---|"]
+    for run in runs_of(root, prefix):
+        base = val_answers(run, 0)
+        last = max((k for k in range(1, 100) if (run / f"iter_{k}" / "val" / "generations.csv").exists()),
+                   default=None)
+        if base is None or last is None:
+            continue
+        now = correct(val_answers(run, last))
+        for label, keep in BASE_GROUPS:
+            ids = [q for q, r in base.items() if keep(r) and q in now]
+            before = {q: base[q]["correct"] == "True" for q in ids}
+            m = mcnemar(before, {q: now[q] for q in ids})
+            out.append(f"| {run.name} | {last} | {label} | {len(ids)} | {sum(before.values())} | "
+                       f"{sum(now[q] for q in ids)} | {m['b']} | {m['c']} | {m['p']:.3g} |")
+    return "\n".join(out) if len(out) > 2 else "(no run validated after iteration 0)"
+
+
 def star(root: Path, prefix: str = "") -> str:
     """Validation rows of each run whose name starts with `prefix`: English rows for English runs, the
     run's one language for the low-language runs."""
@@ -194,8 +222,10 @@ def main(root: Path) -> None:
     print("\n## The African subset (val, per language)\n\n" + languages(root))
     print("\n## STaR runs, English\n\n" + star(root, "en-"))
     print("\n### Paired tests between the English runs\n\n" + paired(root, "en-"))
+    print("\n### Where the English gains come from\n\n" + format_split(root, "en-"))
     print("\n## STaR runs, lowest language\n\n" + star(root, "low-"))
     print("\n### Paired tests between the lowest language's runs\n\n" + paired(root, "low-"))
+    print("\n### Where the lowest language's gains come from\n\n" + format_split(root, "low-"))
 
 
 if __name__ == "__main__":

@@ -16,15 +16,17 @@ tables = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tables)
 
 
-def _val(run: Path, it: int, answers: list[tuple[str, str]]) -> None:
-    """iter_<it>/val/generations.csv with (extracted, gold) per question, and its metrics line."""
+def _val(run: Path, it: int, answers: list[tuple[str, str]], truncated: tuple[int, ...] = ()) -> None:
+    """iter_<it>/val/generations.csv with (extracted, gold) per question (rows `truncated` ran out of
+    tokens), and its metrics line."""
     folder = run / f"iter_{it}" / "val"
     folder.mkdir(parents=True)
     with (folder / "generations.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, ["question_id", "extracted", "gold", "correct"])
+        w = csv.DictWriter(f, ["question_id", "extracted", "gold", "correct", "truncated"])
         w.writeheader()
         for i, (said, gold) in enumerate(answers):
-            w.writerow({"question_id": f"q{i}", "extracted": said, "gold": gold, "correct": said == gold})
+            w.writerow({"question_id": f"q{i}", "extracted": said, "gold": gold, "correct": said == gold,
+                        "truncated": i in truncated})
     acc = sum(s == g for s, g in answers) / len(answers)
     line = {"iteration": it, "split": "val", "language": "en", "n": len(answers), "accuracy": acc, "ci_low": 0.0,
             "ci_high": 1.0, "parse_rate": sum(bool(s) for s, _ in answers) / len(answers), "mean_tokens": 10.0}
@@ -69,3 +71,16 @@ def test_star_table_has_the_new_columns(tmp_path):
     head, rule, row = table.splitlines()
     assert head.count("|") == rule.count("|") == row.count("|")
     assert "| en-a | 0 | 50.0 [0.0, 100.0] | 100.0 | - | 0.0 | A 50 | 50.0 |" in row
+
+
+def test_format_split_by_what_the_base_model_did(tmp_path):
+    run = tmp_path / "en-a"
+    # Base: q0 right, q1 wrong, q2 no answer (out of tokens), q3 no answer (stopped), q4 right.
+    _val(run, 0, [("A", "A"), ("B", "A"), ("", "A"), ("", "A"), ("C", "C")], truncated=(2,))
+    _val(run, 1, [("B", "A"), ("B", "A"), ("A", "A"), ("D", "A"), ("C", "C")])
+    _val(run, 2, [("A", "A"), ("A", "A"), ("A", "A"), ("A", "A"), ("D", "C")])  # the last iteration counts
+    rows = tables.format_split(tmp_path, "en-").splitlines()[2:]
+    assert rows == ["| en-a | 2 | answered | 3 | 2 | 2 | 1 | 1 | 1 |",
+                    "| en-a | 2 | unanswered, truncated | 1 | 0 | 1 | 0 | 1 | 1 |",
+                    "| en-a | 2 | unanswered, ended | 1 | 0 | 1 | 0 | 1 | 1 |"]
+    assert tables.format_split(tmp_path, "low-") == "(no run validated after iteration 0)"
