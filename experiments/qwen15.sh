@@ -19,9 +19,11 @@
 # all of val), NEW (tokens per rationale), STEPS (optimizer steps per iteration, 16 sequences each).
 # ONLY (a regular expression over run names) picks runs; en-sft always runs, since the others start from it.
 # LOW names the lowest language instead of taking it from afr-native's metrics (docs/results.md found zu).
-# All of it is about 35 minutes of one H200; in two sittings of 30 minutes (each with its own RUNS folder):
-#   LOW=zu ONLY='en-star|low-.*(wsft|gain)' bash experiments/qwen15.sh  # question 2; 5 on the lowest language
-#   ITERS=1 ONLY='en-(dpo|rpo|rloo|wsft|grpo|sft-gain)' bash experiments/qwen15.sh   # questions 3 and 5, English
+# All of it does not fit one 30-minute sitting of one H200 once the weights are brought over; in two (each with its
+# own RUNS folder):
+#   LOW=zu ONLY='en-star|low-.*(wsft|gain)' PAR=2 CKPT=true GEN=1024 EVB=512 bash experiments/qwen15.sh  # 2; 5 on zu
+#   ITERS=1 ONLY='en-(dpo|rpo|rloo|wsft|grpo|sft-gain)' PAR=5 CKPT=true GEN=1024 EVB=512 bash experiments/qwen15.sh
+# (questions 3 and 5, English). The first took 15 minutes of runs on 2026-12-02 (docs/results.md, "Fourth sitting").
 # On a GPU machine without network access (weights brought as pieces): experiments/offline_qwen15.sh.
 set -uo pipefail
 MODEL=${MODEL:?set MODEL to the Qwen2.5-Coder-1.5B-Instruct .gguf (bash experiments/get_qwen15.sh prints it)}
