@@ -153,3 +153,45 @@ def test_foreach_adamw_gives_the_per_parameter_numbers_on_cpu():
         weights[kind] = ps
     assert all(torch.equal(a, b) for a, b in zip(weights["foreach"], weights["per-parameter"]))
     assert not torch.equal(weights["foreach"][0], start[0])
+
+
+def _pairs_of_many_lengths(n: int = 7) -> list[PreferencePair]:
+    return [PreferencePair(f"q{i}", f"Question {i}? " + "more context " * (3 * i % 7),
+                           "Good reasoning. " * (1 + i % 3) + "The answer is (A)", "bad " * (1 + 2 * i % 5))
+            for i in range(n)]
+
+
+def test_reference_logps_do_not_depend_on_the_batching(fresh_tiny, monkeypatch):
+    """Units are batched shortest first under a token budget: each unit must still get its own values, the
+    ones it gets alone, and no forward may pass the budget (or the unit cap)."""
+    from starloop import logprobs
+
+    model, tok = fresh_tiny
+    cfg = TrainerConfig(strategy="dpo", lora_r=4, lora_dropout=0.0)
+    peft_model = attach_lora(model, cfg, seed=0)
+    alone = strategies.get("dpo").units(tok, _pairs_of_many_lengths(), cfg)
+    for u in alone:
+        dpo.fill_reference_logps(peft_model, tok, [u], batch_size=1)
+    shapes = []
+    real = dpo.logps
+
+    def counted(m, t, ctxs, conts):
+        shapes.append((len(ctxs), max(len(c) + len(z) for c, z in zip(ctxs, conts))))
+        return real(m, t, ctxs, conts)
+
+    monkeypatch.setattr(dpo, "logps", counted)
+    budget = 2 * max(len(u.ctx) + max(len(u.cont), len(u.rejected)) for u in alone) * 2  # about two units
+    monkeypatch.setattr(logprobs, "SCORING_TOKENS", budget)
+    batched = strategies.get("dpo").units(tok, _pairs_of_many_lengths(), cfg)
+    dpo.fill_reference_logps(peft_model, tok, batched, batch_size=3)
+    for a, b in zip(alone, batched, strict=True):
+        assert b.scalars["ref_chosen"] == pytest.approx(a.scalars["ref_chosen"], abs=1e-4)
+        assert b.scalars["ref_rejected"] == pytest.approx(a.scalars["ref_rejected"], abs=1e-4)
+    assert 1 < len(shapes) < len(alone)  # fewer forwards than units, and more than one under this budget
+    assert all(rows <= 2 * 3 and rows * longest <= budget for rows, longest in shapes)
+
+
+def test_reference_batch_is_sized_for_a_forward_only_pass():
+    assert dpo.reference_batch(TrainerConfig(train_batch_size=8, gen_batch_size=1024)) == 512
+    assert dpo.reference_batch(TrainerConfig(train_batch_size=8, gen_batch_size=None)) == 8  # CPU: 16 rows
+    assert dpo.reference_batch(TrainerConfig(train_batch_size=32, gen_batch_size=16)) == 32

@@ -121,7 +121,7 @@ class _TrainerBase:
     # batch of rationales waits for its longest one (stated in the output); 256 or more on a GPU.
     max_new_tokens: int = 128
     # Sequences per generation batch; null = sized from free GPU memory by the static sampler on CUDA,
-    # 16 otherwise (and for reward scoring).
+    # 16 otherwise. Reward scoring and DPO's reference log-probs take as many rows a forward (16 when null).
     gen_batch_size: int | None = None
     # Sample again with the gold answer as a hint for questions with no correct sample (STaR).
     rationalize: bool = False

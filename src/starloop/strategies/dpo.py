@@ -13,8 +13,10 @@ from typing import ClassVar
 import torch
 
 from starloop import build, losses
-from starloop.oom import oom_advice
+from starloop.logprobs import budgeted_batches
+from starloop.oom import oom_advice, release_cached_memory
 from starloop.records import PreferencePair
+from starloop.sampler_support import CPU_BATCH_SIZE
 from starloop.strategies.base import Strategy, TrainContext
 from starloop.train import Unit, logps, mixed_precision, tokenize_pair
 
@@ -75,12 +77,12 @@ class DPO(Strategy):
             ref = "previous" if (t.dpo_reference == "previous" and ctx.prev_adapter is not None) else "base"
             if ref == "previous" and t.restart_from_base:  # the reference is another adapter than the start
                 fill_reference_logps(ctx.policy.use(ctx.prev_adapter), ctx.policy.tok, ctx.units,
-                                     t.train_batch_size, reference="previous")
+                                     reference_batch(t), reference="previous")
                 model = ctx.policy.use(None, trainable=True, fresh_seed=ctx.seed)
             else:
-                fill_reference_logps(model, ctx.policy.tok, ctx.units, t.train_batch_size, reference=ref)
+                fill_reference_logps(model, ctx.policy.tok, ctx.units, reference_batch(t), reference=ref)
         if ctx.val_units:
-            fill_reference_logps(model, ctx.policy.tok, ctx.val_units, t.train_batch_size, reference="base")
+            fill_reference_logps(model, ctx.policy.tok, ctx.val_units, reference_batch(t), reference="base")
         return model
 
     def pre_train(self, model, tok, units, t, seed, progress):
@@ -112,28 +114,46 @@ class DPO(Strategy):
         return loss, metrics
 
 
+def reference_batch(t) -> int:
+    """Pairs per reference forward: a forward-only pass, sized like reward scoring (trainer.gen_batch_size
+    rows, two per pair), and never fewer than a training micro-batch."""
+    return max(t.train_batch_size, (t.gen_batch_size or CPU_BATCH_SIZE) // 2)
+
+
 @torch.no_grad()
 def fill_reference_logps(model, tok, units: Sequence[Unit], batch_size: int, reference: str = "base") -> None:
     """Store the reference policy's log-probs of chosen/rejected in each unit (once per iteration).
 
     base: the model with its LoRA adapter disabled. previous: the adapter as it is before training
     (the last iteration's, when training continues from it).
+    Units go through the model shortest first, at most `batch_size` units (two rows each) and
+    `logprobs.SCORING_TOKENS` padded tokens a forward; out of memory halves both and retries the batch
+    (`logprobs.budgeted_batches`). A unit's values do not depend on the batch it shares.
     """
     was_training = model.training
     model.eval()
     ctx_mgr = model.disable_adapter() if reference == "base" and hasattr(model, "disable_adapter") \
         else contextlib.nullcontext()
-    with ctx_mgr, mixed_precision(model):
-        for start in range(0, len(units), batch_size):
-            chunk = units[start : start + batch_size]
-            ctxs = [u.ctx for u in chunk] * 2
-            conts = [u.cont for u in chunk] + [u.rejected for u in chunk]  # type: ignore[misc]
-            with oom_advice():
-                logp, _ = logps(model, tok, ctxs, conts)
-            for i, u in enumerate(chunk):
-                u.scalars["ref_chosen"] = float(logp[i])
-                u.scalars["ref_rejected"] = float(logp[len(chunk) + i])
-    model.train(was_training)
+    longest = [len(u.ctx) + max(len(u.cont), len(u.rejected or ())) for u in units]
+    order = sorted(range(len(units)), key=lambda i: longest[i])  # like lengths together: little padding
+
+    def reference_pass(start: int, n: int) -> list[float]:
+        chunk = [units[i] for i in order[start : start + n]]
+        logp, _ = logps(model, tok, [u.ctx for u in chunk] * 2,
+                        [u.cont for u in chunk] + [u.rejected for u in chunk])  # type: ignore[misc]
+        return logp.float().tolist()  # one device-to-host copy a batch
+
+    try:
+        with ctx_mgr, mixed_precision(model), oom_advice():
+            batches = budgeted_batches([2 * longest[i] for i in order], max(1, batch_size),
+                                       "computing reference log-probs", reference_pass)
+            for start, n, got in batches:
+                for j, i in enumerate(order[start : start + n]):
+                    units[i].scalars["ref_chosen"] = got[j]
+                    units[i].scalars["ref_rejected"] = got[n + j]
+    finally:
+        model.train(was_training)
+    release_cached_memory(model)
 
 
 @contextlib.contextmanager
