@@ -142,11 +142,15 @@ def runs_of(root: Path, prefix: str) -> list[Path]:
 
 
 def paired(root: Path, prefix: str) -> str:
-    """Exact McNemar tests between every two runs of a group at each iteration both validated, on the
-    questions both answered: b = right in the first run only, c = right in the second only."""
+    """Exact McNemar tests between runs of a group at each iteration both validated, on the questions both
+    answered (b = right in the first run only, c = right in the second only): every run against the group's
+    sft run (`<prefix>sft`) when there is one, else every two runs."""
     out = ["| runs (first / second) | iteration | n | first % | second % | b | c | McNemar p |",
            "|---|---|---|---|---|---|---|---|"]
-    for a, b in combinations(runs_of(root, prefix), 2):
+    runs = runs_of(root, prefix)
+    sft = [r for r in runs if r.name == f"{prefix}sft"]
+    pairs = [(sft[0], r) for r in runs if r != sft[0]] if sft else list(combinations(runs, 2))
+    for a, b in pairs:
         for it in range(1, 100):
             ra, rb = val_answers(a, it), val_answers(b, it)
             if ra is None or rb is None:

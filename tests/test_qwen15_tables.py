@@ -84,3 +84,10 @@ def test_format_split_by_what_the_base_model_did(tmp_path):
                     "| en-a | 2 | unanswered, truncated | 1 | 0 | 1 | 0 | 1 | 1 |",
                     "| en-a | 2 | unanswered, ended | 1 | 0 | 1 | 0 | 1 | 1 |"]
     assert tables.format_split(tmp_path, "low-") == "(no run validated after iteration 0)"
+
+
+def test_paired_compares_against_the_sft_run_when_there_is_one(tmp_path):
+    for name in ("en-dpo", "en-sft", "en-star"):
+        _val(tmp_path / name, 1, [("A", "A"), ("B", "A")])
+    rows = [r.split(" | ")[0] for r in tables.paired(tmp_path, "en-").splitlines()[2:]]
+    assert rows == ["| en-sft / en-dpo", "| en-sft / en-star"]
