@@ -147,3 +147,18 @@ def test_clustered_interval_by_hand():
     half = 2.571 * math.sqrt(6 / 5 * 4 / 24**2)
     assert (lo, hi) == (pytest.approx(0.5 - half), pytest.approx(0.5 + half))
     assert clustered_interval([1, 0], ["en", "en"]) is None
+
+
+def test_mcnemar_with_numpy_booleans_matches_python_booleans():
+    """Correctness read from arrays (numpy bools) must give the same test: the counts once stayed numpy
+    integers, and 2**n overflowed for n > 62 discordant questions, giving p = 1 for any result."""
+    import numpy as np
+
+    from starloop.metrics import mcnemar
+
+    before = {f"q{i}": i < 80 for i in range(200)}  # q0-q79 right
+    after = {f"q{i}": 70 <= i < 160 for i in range(200)}  # lost q0-q69 (b = 70), gained q80-q159 (c = 80)
+    want = mcnemar(before, after)
+    got = mcnemar({k: np.bool_(v) for k, v in before.items()}, {k: np.bool_(v) for k, v in after.items()})
+    assert (want["b"], want["c"]) == (70, 80) and 0.4 < want["p"] < 0.5  # 2 P(Bin(150, 1/2) <= 70) = 0.46
+    assert got == want and all(type(got[k]) is int for k in ("n", "b", "c"))

@@ -100,8 +100,8 @@ def mcnemar(before: dict[str, bool], after: dict[str, bool]) -> dict:
     b + c discordant questions goes either way with probability 1/2, so the two-sided p-value is
     min(1, 2 P(Binomial(b + c, 1/2) <= min(b, c))). Only questions in both count."""
     ids = set(before) & set(after)
-    b = sum(before[i] and not after[i] for i in ids)
-    c = sum(after[i] and not before[i] for i in ids)
+    b = sum(1 for i in ids if before[i] and not after[i])  # Python ints whatever the values are (numpy bools:
+    c = sum(1 for i in ids if after[i] and not before[i])  # their sum stays a numpy int, and 2**n overflows)
     n = b + c
     p = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, j) for j in range(min(b, c) + 1)) / 2**n)
     return {"n": len(ids), "b": b, "c": c, "p": p}
