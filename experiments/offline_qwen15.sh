@@ -9,7 +9,7 @@
 #   converts the model once, then runs qwen15.sh detached from this shell (it survives a lost connection):
 #   RES/driver.log says where it is, RES/qwen15.log holds the runs' progress, RES/ALL_DONE marks the end.
 # Follow it with `bash experiments/offline_wait.sh RES SECONDS OUT`: it returns as soon as the runs end (a fixed
-# sleep once left the card idle for 7 minutes after they had) and packs the results into OUT.
+# sleep once left the card idle for more than 7 minutes after they had) and packs the results into OUT.
 set -euo pipefail
 die() { echo "offline_qwen15.sh: $*" >&2; exit 2; }
 [ $# -ge 3 ] || die "usage: offline_qwen15.sh PIECES WHEELS RES [VAR=value ...]"
