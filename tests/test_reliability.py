@@ -356,3 +356,25 @@ def test_step_log_cut_back_to_its_last_complete_line(tmp_path):
     import json
 
     assert [json.loads(x)["step"] for x in (logs / "steps.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_check_before_the_lock_ignores_a_killed_writers_half_part(tmp_path):
+    """A run killed while writing a sampling part leaves `.part_00000.csv.<8>.tmp/part_00000.csv`, cut short.
+    The command's check of the folder runs before it takes the run's lock (which removes such temporaries):
+    it must not read the half-written file as the run's own, nor a DONE marker inside a temporary. Before,
+    the resume of a killed run could stop on "missing column(s)" of that file."""
+    from starloop.runstate import RunLock, check_run_folder
+
+    sample = tmp_path / "iter_1" / "sample"
+    stale = sample / ".part_00000.csv.r_4imhve.tmp"
+    stale.mkdir(parents=True)
+    (stale / "part_00000.csv").write_text("question_id,sam")  # cut off mid-header
+    (stale / "DONE").write_text("{not json")
+    check_run_folder(tmp_path)  # no error: the temporary is not part of the run
+    (sample / "part_00001.csv").write_text("question_id,sam")  # a real part, damaged: still refused
+    with pytest.raises(StarloopError, match="part_00001.csv"):
+        check_run_folder(tmp_path)
+    (sample / "part_00001.csv").unlink()
+    with RunLock(tmp_path):
+        pass
+    assert not stale.exists()

@@ -53,6 +53,12 @@ def _is_main_process() -> bool:
     return rank in (None, "", "0")
 
 
+def in_temporary(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Whether `path` lies inside an atomic write's temporary under `root` (a live writer's, or one a killed
+    process left): not yet, or never, part of the folder's content."""
+    return any(_STALE.match(part) for part in Path(path).relative_to(root).parts[:-1])
+
+
 def remove_stale_temps(folder: str | os.PathLike) -> int:
     """Remove the temporaries of atomic writes that a killed process left under `folder`; returns the count.
 

@@ -93,7 +93,9 @@ def check_run_folder(out: str | os.PathLike, strategy: str = "sft") -> None:
     if lock.exists() and not lock.is_file():
         raise damaged(lock, "not a file (a run's lock file)")
     for _, it in iteration_folders(out):
-        for marker in sorted(it.glob(f"**/{io.DONE}")):
+        # Temporaries a killed writer left are skipped: this check may run before the run's lock is taken,
+        # and taking it removes them.
+        for marker in sorted(m for m in it.glob(f"**/{io.DONE}") if not io.in_temporary(m, it)):
             if not marker.is_file():
                 raise damaged(marker, "not a file (a stage's completion marker)")
             read_json_file(marker, dict)
@@ -116,6 +118,8 @@ def check_run_folder(out: str | os.PathLike, strategy: str = "sft") -> None:
                 if not required <= set(row):
                     raise damaged(data, f"line {i} lacks {', '.join(sorted(required - set(row)))}")
         for gens in sorted(it.glob("**/generations.csv")) + sorted(it.glob("**/part_*.csv")):
+            if io.in_temporary(gens, it):
+                continue
             from starloop.records import read_samples
 
             read_samples(gens)
