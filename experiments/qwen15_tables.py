@@ -19,6 +19,8 @@ from pathlib import Path
 
 from starloop.metrics import mcnemar
 
+csv.field_size_limit(sys.maxsize)  # a validation row holds a whole rationale
+
 STAGES = ("sample", "rationalize", "train", "val")  # the order a STaR iteration writes its DONE markers
 
 
@@ -104,7 +106,6 @@ def val_answers(run: Path, it: int) -> dict[str, dict] | None:
     path = run / f"iter_{it}" / "val" / "generations.csv"
     if not path.exists():
         return None
-    csv.field_size_limit(sys.maxsize)
     with path.open(newline="", encoding="utf-8") as f:
         return {r["question_id"]: r for r in csv.DictReader(f)}
 
@@ -182,10 +183,10 @@ def format_split(root: Path, prefix: str) -> str:
                    default=None)
         if base is None or last is None:
             continue
-        now = correct(val_answers(run, last))
+        then, now = correct(base), correct(val_answers(run, last))
         for label, keep in BASE_GROUPS:
             ids = [q for q, r in base.items() if keep(r) and q in now]
-            before = {q: base[q]["correct"] == "True" for q in ids}
+            before = {q: then[q] for q in ids}
             m = mcnemar(before, {q: now[q] for q in ids})
             out.append(f"| {run.name} | {last} | {label} | {len(ids)} | {sum(before.values())} | "
                        f"{sum(now[q] for q in ids)} | {m['b']} | {m['c']} | {m['p']:.3g} |")
