@@ -234,4 +234,9 @@ def main(root: Path) -> None:
 
 
 if __name__ == "__main__":
+    problem = ("usage: python experiments/qwen15_tables.py RUNS" if len(sys.argv) != 2
+               else None if Path(sys.argv[1]).is_dir() else f"{sys.argv[1]}: no such folder")
+    if problem:
+        print(f"qwen15_tables.py: {problem}", file=sys.stderr)
+        sys.exit(2)
     main(Path(sys.argv[1]))

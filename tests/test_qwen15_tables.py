@@ -91,3 +91,13 @@ def test_paired_compares_against_the_sft_run_when_there_is_one(tmp_path):
         _val(tmp_path / name, 1, [("A", "A"), ("B", "A")])
     rows = [r.split(" | ")[0] for r in tables.paired(tmp_path, "en-").splitlines()[2:]]
     assert rows == ["| en-sft / en-dpo", "| en-sft / en-star"]
+
+
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    for args, words in (([str(tmp_path / "nope")], "no such folder"), ([], "usage")):
+        r = subprocess.run([sys.executable, str(_PATH), *args], capture_output=True, text=True, check=False,
+                           timeout=60)
+        assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1
