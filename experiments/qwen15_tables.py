@@ -1,6 +1,7 @@
 """Markdown tables for docs/results.md from the run folders of experiments/qwen15.sh.
 
     python experiments/qwen15_tables.py runs/qwen15 > /tmp/tables.md
+    python experiments/qwen15_tables.py runs/qwen15 runs/qwen15-earlier  # and the runs both folders hold, paired
 
 Reads only what the runs wrote (metrics.json, metrics.jsonl, DONE markers, jobs.tsv, iter_*/val/generations.csv);
 recomputes only the stage split (the time between consecutive DONE markers of an iteration), the paired tests
@@ -142,15 +143,24 @@ def runs_of(root: Path, prefix: str) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(prefix))
 
 
-def paired(root: Path, prefix: str) -> str:
-    """Exact McNemar tests between runs of a group at each iteration both validated, on the questions both
-    answered (b = right in the first run only, c = right in the second only): every run against the group's
-    sft run (`<prefix>sft`) when there is one, else every two runs."""
-    out = ["| runs (first / second) | iteration | n | first % | second % | b | c | McNemar p |",
-           "|---|---|---|---|---|---|---|---|"]
-    runs = runs_of(root, prefix)
-    sft = [r for r in runs if r.name == f"{prefix}sft"]
-    pairs = [(sft[0], r) for r in runs if r != sft[0]] if sft else list(combinations(runs, 2))
+def pairs_of(runs: list[Path], prefix: str) -> list[tuple[Path, Path]]:
+    """Which runs of a group to test against each other: every run against the group's sft run
+    (`<prefix>sft`) and the gain filter (`<prefix>sft-gain`) against each weighted_sft run (`<prefix>wsft-*`,
+    the rewards of question 5) when there are such runs; else every two runs."""
+    by = {r.name: r for r in runs}
+    sft, gain = by.get(f"{prefix}sft"), by.get(f"{prefix}sft-gain")
+    if sft is None:
+        return list(combinations(runs, 2))
+    out = [(sft, r) for r in runs if r != sft]
+    if gain is not None:
+        out += [(gain, r) for r in runs if r.name.startswith(f"{prefix}wsft-")]
+    return out
+
+
+def paired_rows(pairs: list[tuple[Path, Path]], label=lambda a, b: f"{a.name} / {b.name}") -> list[str]:
+    """Exact McNemar tests between two runs at each iteration both validated, on the questions both
+    answered (b = right in the first run only, c = right in the second only)."""
+    out = []
     for a, b in pairs:
         for it in range(1, 100):
             ra, rb = val_answers(a, it), val_answers(b, it)
@@ -160,9 +170,28 @@ def paired(root: Path, prefix: str) -> str:
             m = mcnemar(ca, cb)
             both = set(ca) & set(cb)
             acc = [100 * sum(c[q] for q in both) / max(len(both), 1) for c in (ca, cb)]
-            out.append(f"| {a.name} / {b.name} | {it} | {m['n']} | {acc[0]:.1f} | {acc[1]:.1f} | {m['b']} | "
+            out.append(f"| {label(a, b)} | {it} | {m['n']} | {acc[0]:.1f} | {acc[1]:.1f} | {m['b']} | "
                        f"{m['c']} | {m['p']:.3g} |")
-    return "\n".join(out) if len(out) > 2 else "(no two runs validated the same iteration)"
+    return out
+
+
+PAIRED_HEAD = ["| runs (first / second) | iteration | n | first % | second % | b | c | McNemar p |",
+               "|---|---|---|---|---|---|---|---|"]
+
+
+def paired(root: Path, prefix: str) -> str:
+    """Paired tests between the runs of a group (pairs_of says which)."""
+    rows = paired_rows(pairs_of(runs_of(root, prefix), prefix))
+    return "\n".join(PAIRED_HEAD + rows) if rows else "(no two runs validated the same iteration)"
+
+
+def across(root: Path, other: Path) -> str:
+    """The same run (by name) in two sittings, iteration by iteration: how far apart two runs of one
+    configuration and seed land (kernels and batch composition differ between sittings)."""
+    names = sorted({r.name for r in runs_of(root, "")} & {r.name for r in runs_of(other, "")})
+    rows = paired_rows([(other / n, root / n) for n in names],
+                       label=lambda a, b: f"{b.name}: {other.name} / {root.name}")
+    return "\n".join(PAIRED_HEAD + rows) if rows else "(no run validated an iteration in both sittings)"
 
 
 BASE_GROUPS = (("answered", lambda r: bool(r["extracted"])),
@@ -221,7 +250,7 @@ def star(root: Path, prefix: str = "") -> str:
     return "\n".join(out)
 
 
-def main(root: Path) -> None:
+def main(root: Path, other: Path | None = None) -> None:
     print("## What it knows (MMLU val)\n\n" + knowledge(root))
     print("\n### Subjects where chain of thought loses or gains most against letter-logit\n\n" + subjects(root))
     print("\n## The African subset (val, per language)\n\n" + languages(root))
@@ -231,12 +260,15 @@ def main(root: Path) -> None:
     print("\n## STaR runs, lowest language\n\n" + star(root, "low-"))
     print("\n### Paired tests between the lowest language's runs\n\n" + paired(root, "low-"))
     print("\n### Where the lowest language's gains come from\n\n" + format_split(root, "low-"))
+    if other is not None:
+        print(f"\n## The same runs in another sitting ({other})\n\n" + across(root, other))
 
 
 if __name__ == "__main__":
-    problem = ("usage: python experiments/qwen15_tables.py RUNS" if len(sys.argv) != 2
-               else None if Path(sys.argv[1]).is_dir() else f"{sys.argv[1]}: no such folder")
+    missing = [a for a in sys.argv[1:] if not Path(a).is_dir()]
+    problem = ("usage: python experiments/qwen15_tables.py RUNS [OTHER_RUNS]" if len(sys.argv) not in (2, 3)
+               else f"{missing[0]}: no such folder" if missing else None)
     if problem:
         print(f"qwen15_tables.py: {problem}", file=sys.stderr)
         sys.exit(2)
-    main(Path(sys.argv[1]))
+    main(*map(Path, sys.argv[1:]))

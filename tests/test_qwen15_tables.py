@@ -97,7 +97,30 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path):
     import subprocess
     import sys
 
-    for args, words in (([str(tmp_path / "nope")], "no such folder"), ([], "usage")):
+    for args, words in (([str(tmp_path / "nope")], "no such folder"), ([], "usage"),
+                        ([str(tmp_path), str(tmp_path / "gone")], "gone: no such folder"),
+                        ([str(tmp_path)] * 3, "usage")):
         r = subprocess.run([sys.executable, str(_PATH), *args], capture_output=True, text=True, check=False,
                            timeout=60)
         assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_paired_tests_the_gain_filter_against_each_weighted_sft_run(tmp_path):
+    for name in ("en-sft", "en-sft-gain", "en-wsft-correct", "en-wsft-el", "en-dpo"):
+        _val(tmp_path / name, 1, [("A", "A"), ("B", "A")])
+    rows = [r.split(" | ")[0] for r in tables.paired(tmp_path, "en-").splitlines()[2:]]
+    assert rows == ["| en-sft / en-dpo", "| en-sft / en-sft-gain", "| en-sft / en-wsft-correct",
+                    "| en-sft / en-wsft-el", "| en-sft-gain / en-wsft-correct", "| en-sft-gain / en-wsft-el"]
+
+
+def test_across_pairs_the_runs_two_sittings_share(tmp_path):
+    now, before = tmp_path / "run5", tmp_path / "run4"
+    # before right on q0-q2, now right on q0, q1 and q3: b = 1 (q2), c = 1 (q3); p = 1.
+    _val(before / "en-sft", 1, [("A", "A"), ("A", "A"), ("A", "A"), ("B", "A")])
+    _val(now / "en-sft", 1, [("A", "A"), ("A", "A"), ("B", "A"), ("A", "A")])
+    _val(now / "en-dpo", 1, [("A", "A")])  # in one sitting only: not paired
+    assert tables.across(now, before).splitlines()[2:] == ["| en-sft: run4 / run5 | 1 | 4 | 75.0 | 75.0 | 1 | 1 | 1 |"]
+    assert "| en-dpo: run5 / run5 | 1 | 1 | 100.0 | 100.0 | 0 | 0 | 1 |" in tables.across(now, now)
+    empty = tmp_path / "none"
+    empty.mkdir()
+    assert tables.across(now, empty) == "(no run validated an iteration in both sittings)"
