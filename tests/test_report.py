@@ -23,6 +23,7 @@ def make_run(path: Path, strategy: str = "sft", accs=(0.30, 0.40, 0.45), languag
     cfg = {"model": {"name": "tiny-random"}, "data": {"name": "mmlu", "language": languages[0]},
            "prompt": {"strategy": "native"}, "out": str(path),
            "trainer": {"strategy": strategy, "iterations": len(accs) - 1, "lr": lr, "dpo_beta": 0.1,
+                       "dpo_nll_weight": 1.0, "dpo_reference": "previous", "weighted_sft_lambda": 0.5,
                        "samples_per_question": 2, "lora_r": 16}}
     (path / "config.yaml").write_text(yaml.safe_dump(cfg))
     lines = []
@@ -61,7 +62,15 @@ def test_report_on_two_runs_writes_markdown_and_plots(tmp_path):
     md = (out / "report.md").read_text()
     assert "english_sft" in md and "english_dpo" in md
     assert "50.0% [40.4, 59.6]" in md  # final accuracy of the DPO run with its Wilson interval
-    assert "β 0.1" in md  # DPO hyperparameters shown for the DPO run
+    assert "β 0.1, NLL 1.0, reference previous" in md  # DPO hyperparameters shown for the DPO run: RPO shows
+    assert md.count("λ 0.5") == 0  # a key of another strategy is not shown
+
+
+def test_report_names_the_weighted_sft_temperature(tmp_path):
+    from starloop.report import _hyper, load
+
+    runs, _ = load([make_run(tmp_path / "w", "weighted_sft")])
+    assert _hyper(runs[0]) == "lr 0.0001, λ 0.5, 2 samples/q, LoRA r 16"
 
 
 def test_plot_labels_name_run_strategy_and_what_differs(tmp_path):

@@ -51,7 +51,7 @@ class DPO(Strategy):
     ranges: ClassVar[dict[str, tuple[float | None, float | None]]] = {
         "trainer.dpo_beta": (1e-9, None), "trainer.dpo_nll_weight": (0.0, None),
         "trainer.dpo_pairs_per_question": (1, None), "trainer.dpo_sft_warmup_epochs": (0, None)}
-    headline: ClassVar[dict[str, str]] = {"dpo_beta": "β"}
+    headline: ClassVar[dict[str, str]] = {"dpo_beta": "β", "dpo_nll_weight": "NLL", "dpo_reference": "reference"}
     record = PreferencePair
     min_samples = 2
     imitates = True

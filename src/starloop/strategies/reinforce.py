@@ -33,6 +33,7 @@ class Reinforce(RewardStrategy):
     config = ReinforceConfig
     choices: ClassVar[dict[str, tuple[str, ...]]] = {"trainer.baseline": ("rloo", "mean", "none"),
                                                      "trainer.pg_normalization": losses.PG_NORMALIZATIONS}
+    headline: ClassVar[dict[str, str]] = {"baseline": "baseline"}
 
     def coefficients(self, rewards, groups, t):
         return losses.advantages(rewards, groups, t.baseline, t.clip_negative_advantages)

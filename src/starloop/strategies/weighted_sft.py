@@ -25,6 +25,7 @@ class WeightedSFT(RewardStrategy):
     config = WeightedSFTConfig
     ranges: ClassVar[dict[str, tuple[float | None, float | None]]] = {
         "trainer.weighted_sft_lambda": (1e-9, None)}
+    headline: ClassVar[dict[str, str]] = {"weighted_sft_lambda": "λ"}
 
     def coefficients(self, rewards, groups, t):
         return losses.target_weights(rewards, groups, t.weighted_sft_lambda)
