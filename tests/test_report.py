@@ -66,11 +66,16 @@ def test_report_on_two_runs_writes_markdown_and_plots(tmp_path):
     assert md.count("λ 0.5") == 0  # a key of another strategy is not shown
 
 
-def test_report_names_the_weighted_sft_temperature(tmp_path):
+def test_report_names_each_strategys_own_keys(tmp_path):
     from starloop.report import _hyper, load
 
     runs, _ = load([make_run(tmp_path / "w", "weighted_sft")])
     assert _hyper(runs[0]) == "lr 0.0001, λ 0.5, 2 samples/q, LoRA r 16"
+    grpo = make_run(tmp_path / "g", "grpo")
+    cfg = yaml.safe_load((grpo / "config.yaml").read_text())
+    cfg["trainer"] |= {"baseline": "rloo", "grpo_scale_std": True}  # grpo ignores reinforce's baseline
+    (grpo / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert _hyper(load([grpo])[0][0]) == "lr 0.0001, std scaling True, 2 samples/q, LoRA r 16"
 
 
 def test_plot_labels_name_run_strategy_and_what_differs(tmp_path):

@@ -26,6 +26,7 @@ class GRPO(Reinforce):
     name = "grpo"
     config = GRPOConfig
     choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    headline: ClassVar[dict[str, str]] = {"grpo_scale_std": "std scaling"}  # no baseline: the group mean
 
     def coefficients(self, rewards, groups, t):
         return losses.group_normalized_advantages(rewards, groups, scale_std=t.grpo_scale_std)
