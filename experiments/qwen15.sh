@@ -7,8 +7,9 @@
 #    answer_logprob), weighted_sft (answer_logprob), grpo; ITERS_TABLE iterations each (iterative RPO at least 2).
 # 4. The bundled African subset: letter-logit, native, English and translate prompting (all languages);
 #    then STaR (sft, and weighted_sft with answer_logprob) on the language where native prompting is lowest.
-# 5. Rewards: weighted_sft with correct (0/1), answer_logprob and expected_likelihood, and sft filtered by
-#    gain over no rationale, on English and on that lowest language.
+# 5. Rewards: weighted_sft with correct (0/1), answer_logprob and expected_likelihood (smoothed labels, and the
+#    model's own answer distribution: elmodel), and sft filtered by gain over no rationale, on English and on that
+#    lowest language.
 # en-sft runs first, beside the evaluations only, so that its stage times are close to one run's; the other English runs
 # then reuse its iteration-0 validation and its iteration-1 samples (drawn from the base model with the same
 # seed, so identical for every strategy) through trainer.preload_data_for_val/_training. The evaluations
@@ -17,13 +18,15 @@
 # try with ten at once filled the card (139 GiB), and halving batch sizes on out-of-memory then made every
 # run slow, so keep PAR small and the batches large. Sizes: TRAIN, VAL (null =
 # all of val), NEW (tokens per rationale), STEPS (optimizer steps per iteration, 16 sequences each).
-# ONLY (a regular expression over run names) picks runs; en-sft always runs, since the others start from it.
+# ONLY (an extended regular expression, matched against each run's name: ^ and $ anchor it) picks runs; en-sft
+# always runs, since the others start from it.
 # LOW names the lowest language instead of taking it from afr-native's metrics (docs/results.md found zu).
-# All of it does not fit one 30-minute sitting of one H200 once the weights are brought over; in two (each with its
-# own RUNS folder):
-#   LOW=zu ONLY='en-star|low-.*(wsft|gain)' PAR=2 CKPT=true GEN=1024 EVB=512 bash experiments/qwen15.sh  # 2; 5 on zu
-#   ITERS=1 ONLY='en-(dpo|rpo|rloo|wsft|grpo|sft-gain)' PAR=5 CKPT=true GEN=1024 EVB=512 bash experiments/qwen15.sh
-# (questions 3 and 5, English). The first took 15 minutes of runs on 2026-12-02 (docs/results.md, "Fourth sitting").
+# All of it does not fit one 30-minute sitting of one H200 once the weights are brought over; in three (each with
+# its own RUNS folder; S='CKPT=true GEN=1024 EVB=512'):
+#   LOW=zu ONLY='en-star|low-.*(wsft-correct|wsft-el$|gain)' PAR=2 $S bash experiments/qwen15.sh  # 2; 5 on zu
+#   ITERS=1 ONLY='en-(dpo|rpo|rloo|wsft-(logprob|correct|el$)|grpo|sft-gain)' PAR=5 $S bash experiments/qwen15.sh  # 3; 5
+#   ITERS=1 LOW=zu LOWPAR=2 ONLY='elmodel|^low-.*-sft$' PAR=2 $S bash experiments/qwen15.sh  # 5: label_dist=model
+# The first took 15 minutes of runs on 2026-12-02, the second 23 (docs/results.md, "Fourth sitting", "Fifth sitting").
 # On a GPU machine without network access (weights brought as pieces): experiments/offline_qwen15.sh.
 set -uo pipefail
 MODEL=${MODEL:?set MODEL to the Qwen2.5-Coder-1.5B-Instruct .gguf (bash experiments/get_qwen15.sh prints it)}
@@ -78,6 +81,7 @@ en-wsft-logprob|train $T $P trainer=weighted_sft trainer.reward=answer_logprob t
 en-grpo|train $T $P trainer=grpo trainer.iterations=$ITERS_TABLE
 en-wsft-correct|train $T $P trainer=weighted_sft trainer.reward=correct trainer.iterations=$ITERS_TABLE
 en-wsft-el|train $T $P trainer=weighted_sft trainer.reward=expected_likelihood trainer.label_dist=smoothed trainer.iterations=$ITERS_TABLE
+en-wsft-elmodel|train $T $P trainer=weighted_sft trainer.reward=expected_likelihood trainer.label_dist=model trainer.iterations=$ITERS_TABLE
 en-sft-gain|train $T $P trainer=sft trainer.reward=gain trainer.require_gain=true trainer.iterations=$ITERS_TABLE
 JOBS
 }
@@ -89,6 +93,7 @@ low-$L-sft|train $T $A trainer=sft trainer.iterations=$ITERS
 low-$L-wsft-logprob|train $T $A trainer=weighted_sft trainer.reward=answer_logprob trainer.iterations=$ITERS_TABLE
 low-$L-wsft-correct|train $T $A trainer=weighted_sft trainer.reward=correct trainer.iterations=$ITERS_TABLE
 low-$L-wsft-el|train $T $A trainer=weighted_sft trainer.reward=expected_likelihood trainer.label_dist=smoothed trainer.iterations=$ITERS_TABLE
+low-$L-wsft-elmodel|train $T $A trainer=weighted_sft trainer.reward=expected_likelihood trainer.label_dist=model trainer.iterations=$ITERS_TABLE
 low-$L-sft-gain|train $T $A trainer=sft trainer.reward=gain trainer.require_gain=true trainer.iterations=$ITERS_TABLE
 JOBS
 }
@@ -106,7 +111,7 @@ run_one() {  # one job line -> $R/<name>, log in $R/<name>.log, a row in $R/jobs
   echo "end $name rc=$rc $(date +%T)"
 }
 export -f run_one
-pool() { grep -E "^[^|]*($ONLY)[^|]*[|]" | xargs -d '\n' -P "$1" -I{} bash -c 'run_one "$@"' _ {}; }
+pool() { awk -F'|' -v re="$ONLY" '$1 ~ re' | xargs -d '\n' -P "$1" -I{} bash -c 'run_one "$@"' _ {}; }
 
 lowest() {  # language with the lowest native-prompting accuracy in afr-native's metrics
   python3 - "$R/afr-native/metrics.json" <<'PY'

@@ -1,0 +1,53 @@
+"""experiments/qwen15.sh: which runs each documented split starts, and with what arguments (a stand-in for the
+starloop command records them; nothing is trained)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE = """#!/usr/bin/env bash
+# Records its arguments; writes what the script waits for (the iteration-1 samples' DONE marker).
+out=${@: -1}; out=${out#out=}
+mkdir -p "$out/iter_1/sample" && touch "$out/iter_1/sample/DONE"
+echo "$*" > "$out.args"
+"""
+
+
+def split(tmp_path: Path, **env: str) -> dict[str, str]:
+    fake = tmp_path / "fake-starloop"
+    fake.write_text(FAKE)
+    fake.chmod(0o755)
+    runs = tmp_path / "runs"
+    r = subprocess.run(["bash", str(ROOT / "experiments" / "qwen15.sh")], capture_output=True, text=True,
+                       timeout=120, check=False,
+                       env=os.environ | {"MODEL": "m.gguf", "RUNS": str(runs), "STARLOOP": str(fake)} | env)
+    assert r.returncode == 0, r.stderr
+    return {p.name.removesuffix(".args"): p.read_text() for p in runs.glob("*.args")}
+
+
+@pytest.mark.parametrize(("env", "names"), [
+    ({"LOW": "zu", "ONLY": "en-star|low-.*(wsft-correct|wsft-el$|gain)", "PAR": "2"},
+     {"en-sft", "en-star", "low-zu-wsft-correct", "low-zu-wsft-el", "low-zu-sft-gain"}),
+    ({"ITERS": "1", "ONLY": "en-(dpo|rpo|rloo|wsft-(logprob|correct|el$)|grpo|sft-gain)", "PAR": "5"},
+     {"en-sft", "en-dpo", "en-rpo", "en-rloo", "en-grpo", "en-wsft-logprob", "en-wsft-correct", "en-wsft-el",
+      "en-sft-gain"}),
+    ({"ITERS": "1", "LOW": "zu", "LOWPAR": "2", "ONLY": "elmodel|^low-.*-sft$", "PAR": "2"},
+     {"en-sft", "en-wsft-elmodel", "low-zu-sft", "low-zu-wsft-elmodel"}),
+])
+def test_each_split_starts_its_runs_and_no_other(tmp_path, env, names):
+    assert set(split(tmp_path, **env)) == names
+
+
+def test_label_dist_model_runs_reuse_en_sft_samples(tmp_path):
+    args = split(tmp_path, ITERS="1", LOW="zu", ONLY="elmodel", PAR="2")
+    en, zu = args["en-wsft-elmodel"], args["low-zu-wsft-elmodel"]
+    for a in (en, zu):
+        assert "trainer=weighted_sft trainer.reward=expected_likelihood trainer.label_dist=model" in a
+    assert "trainer.preload_data_for_training=" in en and "en-sft/iter_1/sample/generations.csv" in en
+    assert "data=mmlu-afr data.language=zu" in zu and "preload" not in zu
+    assert "trainer.iterations=1" in args["en-sft"]
