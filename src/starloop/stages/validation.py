@@ -46,8 +46,11 @@ def _training_summary(run: Run, k: int) -> dict:
     samples = read_samples(it / "generations.csv")
     summary = json.loads((it / "train" / "DONE").read_text())
     solved = {s.question_id for s in samples if s.correct}
+    n = max(len(run.questions["train"]), 1)
     return {"kept": len(read_training_data(run.cfg, it / "train_data.jsonl")),
-            "kept_fraction": len(solved) / max(len(run.questions["train"]), 1),
+            "kept_fraction": len(solved) / n,  # with a hint counts (rationalization)
+            "solved_fraction": len({s.question_id for s in samples if s.correct and not s.hinted}) / n,
+            "rationalized": sum(s.correct and s.hinted for s in samples),  # hinted samples that reached the gold
             "train_loss": summary.get("loss"),
             "train_accuracy": summarize([s for s in samples if not s.hinted]).get("accuracy"),
             "dropped_too_long": summary.get("dropped_too_long", 0),

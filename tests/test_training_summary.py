@@ -1,0 +1,39 @@
+"""The training figures each validation line carries (stages.validation._training_summary), on files written
+by hand: how many questions were solved with and without a rationalization hint, and how many hinted samples
+reached the gold answer."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+from starloop.config import Config
+from starloop.records import Sample, write_samples
+from starloop.stages.validation import _training_summary
+
+
+def test_solved_with_and_without_a_hint_and_the_rationalized_count(tmp_path):
+    cfg = Config()
+    cfg.trainer.strategy = "sft"
+    it = tmp_path / "iter_1"
+    (it / "train").mkdir(parents=True)
+
+    def s(q, i, correct, hinted=False):
+        return Sample(question_id=q, sample_index=i, prompt="p", rationale="r", correct=correct, hinted=hinted,
+                      status="correct" if correct else "wrong", gold="A", extracted="A" if correct else "B")
+
+    # q1 solved unhinted; q2 solved only with a hint; q3 hinted but still wrong; q4 unsolved, no hint drawn.
+    write_samples(it / "generations.csv", [s("q1", 0, True), s("q1", 1, False), s("q2", 0, False),
+                                           s("q2", 1, True, hinted=True), s("q3", 0, False),
+                                           s("q3", 1, False, hinted=True), s("q4", 0, False)])
+    (it / "train" / "DONE").write_text(json.dumps({"loss": 0.5}))
+    (it / "train_data.jsonl").write_text("".join(json.dumps({"prompt": "p", "completion": c, "group": "q"}) + "\n"
+                                                 for c in ("a", "b")))
+    run = SimpleNamespace(cfg=cfg, iter=lambda k: tmp_path / f"iter_{k}",
+                          questions={"train": ["q1", "q2", "q3", "q4", "q5"]})
+    got = _training_summary(run, 1)
+    assert got["kept"] == 2
+    assert got["kept_fraction"] == 2 / 5  # q1, q2 (the hint counts)
+    assert got["solved_fraction"] == 1 / 5  # q1 only
+    assert got["rationalized"] == 1  # q2's hinted sample; q3's stayed wrong
+    assert got["train_accuracy"] == 1 / 5  # the unhinted samples: 1 of 5 correct
