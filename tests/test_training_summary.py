@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import pytest
+
 from starloop.config import Config
 from starloop.records import Sample, write_samples
 from starloop.stages.validation import _training_summary
@@ -37,3 +39,35 @@ def test_solved_with_and_without_a_hint_and_the_rationalized_count(tmp_path):
     assert got["solved_fraction"] == 1 / 5  # q1 only
     assert got["rationalized"] == 1  # q2's hinted sample; q3's stayed wrong
     assert got["train_accuracy"] == 1 / 5  # the unhinted samples: 1 of 5 correct
+
+
+def _rewarded(rows):
+    from starloop.build import Example
+
+    return [Example("p", "c", q, r, correct=ok) for q, r, ok in rows]
+
+
+def test_positive_weight_on_wrong_by_hand():
+    from math import e
+
+    from starloop import strategies
+
+    cfg = Config()
+    # q1: one right (reward 1) and one wrong (0); q2: both wrong.
+    data = _rewarded([("q1", 1.0, True), ("q1", 0.0, False), ("q2", 0.0, False), ("q2", 0.0, False)])
+    # weighted_sft, lambda 1: q1's weights e/(e+1) and 1/(e+1), q2's 1/2 and 1/2; wrong: 1/(e+1) + 1 of 2.
+    got = strategies.get("weighted_sft").positive_weight_on_wrong(data, cfg.trainer)
+    assert got == pytest.approx((1 / (e + 1) + 1) / 2)
+    # reinforce, rloo: q1's advantages +1 and -1, q2's 0 and 0: all positive mass on the right sample.
+    assert strategies.get("reinforce").positive_weight_on_wrong(data, cfg.trainer) == 0.0
+    # Without correctness recorded (data written before the field existed): no figure.
+    assert strategies.get("weighted_sft").positive_weight_on_wrong(_rewarded([("q1", 1.0, None)]), cfg.trainer) is None
+
+
+def test_reward_examples_record_correctness():
+    from starloop.build import reward_examples
+
+    ex = reward_examples([Sample(question_id="q", sample_index=0, prompt="p", rationale="r", correct=True),
+                          Sample(question_id="q", sample_index=1, prompt="p", rationale="r", correct=False)],
+                         "correct")
+    assert [x.correct for x in ex] == [True, False]

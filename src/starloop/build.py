@@ -24,6 +24,8 @@ class Example:
     reward: float = 0.0
     # False for a rationale cut by max_new_tokens: trained without an end-of-sequence token.
     eos: bool = True
+    # Whether the sample's answer was right (rewarded samples; None where not recorded): for diagnostics only.
+    correct: bool | None = None
 
 
 def is_degenerate(s: Sample) -> bool:
@@ -159,5 +161,5 @@ def reward_examples(samples: Sequence[Sample], reward_column: str, *, filter_deg
         r = float(s.correct) if reward_column == "correct" else float(s.extra[reward_column])
         if degenerate_penalty and is_degenerate(s):
             r -= degenerate_penalty
-        out.append(Example(s.prompt, s.rationale, s.question_id, r, eos=not s.truncated))
+        out.append(Example(s.prompt, s.rationale, s.question_id, r, eos=not s.truncated, correct=s.correct))
     return out

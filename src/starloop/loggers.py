@@ -30,7 +30,8 @@ log = logging.getLogger("starloop.logger")
 
 # Validation keys sent to TensorBoard / W&B (the rest stay in metrics.jsonl).
 VAL_KEYS = ("accuracy", "ci_low", "ci_high", "parse_rate", "degenerate_rate", "truncated_rate", "mean_tokens",
-            "n", "kept", "kept_fraction", "train_loss", "train_accuracy")
+            "n", "kept", "kept_fraction", "solved_fraction", "rationalized", "positive_weight_on_wrong", "train_loss",
+            "train_accuracy")
 # Columns of the sample table (the rationale is cut to TABLE_TEXT characters).
 TABLE_COLUMNS = ("iteration", "question_id", "language", "subject", "gold", "extracted", "correct", "degenerate",
                  "n_tokens", "rationale")

@@ -47,10 +47,14 @@ def _training_summary(run: Run, k: int) -> dict:
     summary = json.loads((it / "train" / "DONE").read_text())
     solved = {s.question_id for s in samples if s.correct}
     n = max(len(run.questions["train"]), 1)
-    return {"kept": len(read_training_data(run.cfg, it / "train_data.jsonl")),
+    data = read_training_data(run.cfg, it / "train_data.jsonl")
+    strategy = strategies.get(t.strategy)
+    wrong = strategy.positive_weight_on_wrong(data, t) if isinstance(strategy, strategies.RewardStrategy) else None
+    return {"kept": len(data),
             "kept_fraction": len(solved) / n,  # with a hint counts (rationalization)
             "solved_fraction": len({s.question_id for s in samples if s.correct and not s.hinted}) / n,
             "rationalized": sum(s.correct and s.hinted for s in samples),  # hinted samples that reached the gold
+            **({} if wrong is None else {"positive_weight_on_wrong": wrong}),
             "train_loss": summary.get("loss"),
             "train_accuracy": summarize([s for s in samples if not s.hinted]).get("accuracy"),
             "dropped_too_long": summary.get("dropped_too_long", 0),

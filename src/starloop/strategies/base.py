@@ -96,13 +96,28 @@ class RewardStrategy(Strategy):
     def coefficients(self, rewards: torch.Tensor, groups: torch.Tensor, t: TrainerConfig) -> torch.Tensor:
         raise NotImplementedError
 
-    def units(self, tok, data: Sequence[Example], t: TrainerConfig) -> list[Unit]:
-        if not data:
-            return []
+    def example_coefficients(self, data: Sequence[Example], t: TrainerConfig) -> torch.Tensor:
+        """`coefficients` of the examples of one iteration, grouped by question."""
         from starloop.rewards import group_index
 
         rewards = torch.tensor([e.reward for e in data], dtype=torch.float32)
-        coef = self.coefficients(rewards, group_index([e.group for e in data]), t)
+        return self.coefficients(rewards, group_index([e.group for e in data]), t)
+
+    def positive_weight_on_wrong(self, data: Sequence[Example], t: TrainerConfig) -> float | None:
+        """Share of the positive coefficient mass on samples with a wrong answer: for weighted_sft the share of
+        the training weight (its weights are positive and sum to 1 per question), for reinforce and grpo the
+        share of the reinforcement (positive advantages). None when the data does not record correctness."""
+        if not data or any(e.correct is None for e in data):
+            return None
+        pos = self.example_coefficients(data, t).clamp(min=0)
+        total = float(pos.sum())
+        wrong = float(pos[torch.tensor([not e.correct for e in data])].sum())
+        return wrong / total if total > 0 else None
+
+    def units(self, tok, data: Sequence[Example], t: TrainerConfig) -> list[Unit]:
+        if not data:
+            return []
+        coef = self.example_coefficients(data, t)
         return [Unit(*tokenize_pair(tok, e.prompt, e.completion, e.eos), scalars={"coef": c, "reward": e.reward},
                      source=e.group) for e, c in zip(data, coef.tolist())]
 
