@@ -219,3 +219,19 @@ def test_language_plot_stays_a_readable_width(tmp_path):
     path = plot_eval(evals, tmp_path / "by_language.png")
     height, width = matplotlib.image.imread(path).shape[:2]
     assert 600 <= width <= 16 * 110 and height < width
+
+
+def test_per_iteration_table_shows_the_weight_on_wrong_answers_of_reward_runs(tmp_path):
+    w = make_run(tmp_path / "w", "weighted_sft")
+    lines = [json.loads(x) for x in (w / "metrics.jsonl").read_text().splitlines()]
+    for m in lines:
+        if m["iteration"] > 0:
+            m["positive_weight_on_wrong"] = 0.523
+    (w / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    s = make_run(tmp_path / "s", "sft")
+    r = report(str(w), str(s), "--out", str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "rep" / "report.md").read_text()
+    w_part, s_part = md.split("### `w`")[1].split("### `s`")
+    assert "weight on wrong answers" in w_part and "| 52.3% |" in w_part
+    assert "weight on wrong answers" not in s_part  # sft keeps correct rationales only: no such column

@@ -137,15 +137,17 @@ def write_report(runs: Sequence[Run], evals: Sequence[EvalResult], out: Path) ->
         md += ["## Per-iteration metrics", ""]
         for r in runs:
             md += [f"### `{r.name}` ({r.strategy})", ""]
+            weighted = any("positive_weight_on_wrong" in m for m in r.metrics)  # reward strategies
             rows = [[m["iteration"], m["language"], m["n"], _acc_ci(m), _paired(m), pct(m.get("parse_rate")),
                      pct(m.get("degenerate_rate")), pct(m.get("cross_check_disagreement")), m.get("kept", "–"),
                      pct(m.get("kept_fraction")) if m["iteration"] > 0 else "–",
+                     *([pct(m.get("positive_weight_on_wrong"))] if weighted else []),
                      f"{m['train_loss']:.4f}" if isinstance(m.get("train_loss"), (int, float)) else "–"]
                     for m in sorted(r.metrics, key=lambda m: (m["iteration"], m["language"] != "all"))]
             md += table(["iteration", "language", "n", "accuracy [95% CI]", "vs previous (McNemar)",
                           "parse rate", "degenerate", "extraction vs forced choice",
-                          "training examples", "kept fraction", "final train loss"], rows) if rows else \
-                ["(no validation yet)"]
+                          "training examples", "kept fraction", *(["weight on wrong answers"] if weighted else []),
+                          "final train loss"], rows) if rows else ["(no validation yet)"]
             md.append("")
     for e in evals:
         m = e.metrics
