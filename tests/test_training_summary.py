@@ -39,6 +39,18 @@ def test_solved_with_and_without_a_hint_and_the_rationalized_count(tmp_path):
     assert got["solved_fraction"] == 1 / 5  # q1 only
     assert got["rationalized"] == 1  # q2's hinted sample; q3's stayed wrong
     assert got["train_accuracy"] == 1 / 5  # the unhinted samples: 1 of 5 correct
+    assert "positive_weight_on_wrong" not in got  # sft trains on correct rationales only
+
+    cfg.trainer.strategy, cfg.trainer.reward = "weighted_sft", "correct"
+    rows = [("q1", 1.0, True), ("q1", 0.0, False), ("q2", 0.0, False), ("q2", 0.0, False)]
+    (it / "train_data.jsonl").write_text("".join(json.dumps({"prompt": "p", "completion": "c", "group": q,
+                                                             "reward": r, "correct": ok}) + "\n" for q, r, ok in rows))
+    assert _training_summary(run, 1)["positive_weight_on_wrong"] == pytest.approx((1 / (2.718281828 + 1) + 1) / 2)
+    # A file written before correctness was recorded: the figure is left out, the rest stays.
+    (it / "train_data.jsonl").write_text("".join(json.dumps({"prompt": "p", "completion": "c", "group": q,
+                                                             "reward": r}) + "\n" for q, r, _ in rows))
+    got = _training_summary(run, 1)
+    assert "positive_weight_on_wrong" not in got and got["kept"] == 4
 
 
 def _rewarded(rows):
@@ -60,6 +72,21 @@ def test_positive_weight_on_wrong_by_hand():
     assert got == pytest.approx((1 / (e + 1) + 1) / 2)
     # reinforce, rloo: q1's advantages +1 and -1, q2's 0 and 0: all positive mass on the right sample.
     assert strategies.get("reinforce").positive_weight_on_wrong(data, cfg.trainer) == 0.0
+    # A likelihood reward can rank a wrong rationale first: q1's wrong sample -0.5 over its right one -2.0 (rloo:
+    # +1.5 and -1.5); q2's wrong samples -1.0 and -3.0 (+2 and -2; both wrong);
+    # q3 adds +1 on a right one: 3.5 of 4.5 on wrong answers.
+    likely = _rewarded([("q1", -2.0, True), ("q1", -0.5, False), ("q2", -1.0, False), ("q2", -3.0, False),
+                        ("q3", 0.0, True), ("q3", -1.0, False)])
+    assert strategies.get("reinforce").positive_weight_on_wrong(likely, cfg.trainer) == pytest.approx(3.5 / 4.5)
+    # grpo: centred and divided by the group's standard deviation, so each group's positive mass is the same
+    # (std of two values a, b: |a - b| / sqrt(2) unbiased -> +-1/sqrt(2)): two of three groups favour a wrong one.
+    assert strategies.get("grpo").positive_weight_on_wrong(likely, cfg.trainer) == pytest.approx(2 / 3)
+    # No positive mass at all (every reward equal): no figure rather than 0/0.
+    flat = _rewarded([("q1", 0.0, True), ("q1", 0.0, False)])
+    assert strategies.get("reinforce").positive_weight_on_wrong(flat, cfg.trainer) is None
+    # Strategies that train on correct rationales or pairs: no figure.
+    assert strategies.get("sft").positive_weight_on_wrong(data, cfg.trainer) is None
+    assert strategies.get("dpo").positive_weight_on_wrong(data, cfg.trainer) is None
     # Without correctness recorded (data written before the field existed): no figure.
     assert strategies.get("weighted_sft").positive_weight_on_wrong(_rewarded([("q1", 1.0, None)]), cfg.trainer) is None
 

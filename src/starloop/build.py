@@ -87,7 +87,7 @@ def sft_examples(samples: Sequence[Sample], *, max_per_question: int | None = No
                 break
             seen.add(key)
             kept += 1
-            out.append(Example(s.prompt, s.rationale, qid, 1.0, eos=not s.truncated))
+            out.append(Example(s.prompt, s.rationale, qid, 1.0, eos=not s.truncated, correct=s.correct))
     return out
 
 

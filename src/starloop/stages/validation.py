@@ -48,8 +48,7 @@ def _training_summary(run: Run, k: int) -> dict:
     solved = {s.question_id for s in samples if s.correct}
     n = max(len(run.questions["train"]), 1)
     data = read_training_data(run.cfg, it / "train_data.jsonl")
-    strategy = strategies.get(t.strategy)
-    wrong = strategy.positive_weight_on_wrong(data, t) if isinstance(strategy, strategies.RewardStrategy) else None
+    wrong = strategies.get(t.strategy).positive_weight_on_wrong(data, t)
     return {"kept": len(data),
             "kept_fraction": len(solved) / n,  # with a hint counts (rationalization)
             "solved_fraction": len({s.question_id for s in samples if s.correct and not s.hinted}) / n,

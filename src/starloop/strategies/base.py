@@ -51,6 +51,10 @@ class Strategy:
     imitates: ClassVar[bool] = False  # trains towards correct samples only (sft, dpo's chosen side)
     headline: ClassVar[dict[str, str]] = {}  # its keys worth showing beside lr in reports: key -> label
 
+    def positive_weight_on_wrong(self, data: Sequence, t: TrainerConfig) -> float | None:
+        """Share of the training weight on wrong answers (reward strategies; None for the others)."""
+        return None
+
     def reward_columns(self, t: TrainerConfig) -> set[str]:
         """Reward columns (scored by the model) its training data needs."""
         return set()
@@ -104,9 +108,10 @@ class RewardStrategy(Strategy):
         return self.coefficients(rewards, group_index([e.group for e in data]), t)
 
     def positive_weight_on_wrong(self, data: Sequence[Example], t: TrainerConfig) -> float | None:
-        """Share of the positive coefficient mass on samples with a wrong answer: for weighted_sft the share of
-        the training weight (its weights are positive and sum to 1 per question), for reinforce and grpo the
-        share of the reinforcement (positive advantages). None when the data does not record correctness."""
+        """Share of the positive coefficient mass on samples with a wrong answer, per sample (before the loss
+        weighs each by its tokens), over the iteration's training data: for weighted_sft the share of the
+        training weight (its weights are positive and sum to 1 per question), for reinforce and grpo the share
+        of the reinforcement (positive advantages). None when the data does not record correctness."""
         if not data or any(e.correct is None for e in data):
             return None
         pos = self.example_coefficients(data, t).clamp(min=0)
