@@ -71,6 +71,11 @@ def test_report_names_each_strategys_own_keys(tmp_path):
 
     runs, _ = load([make_run(tmp_path / "w", "weighted_sft")])
     assert _hyper(runs[0]) == "lr 0.0001, λ 0.5, 2 samples/q, LoRA r 16"
+    el = make_run(tmp_path / "el", "weighted_sft")
+    cfg = yaml.safe_load((el / "config.yaml").read_text())
+    cfg["trainer"] |= {"reward": "expected_likelihood", "label_dist": "model"}  # two EL runs differ by this alone
+    (el / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert _hyper(load([el])[0][0]) == "lr 0.0001, reward expected_likelihood (model labels), λ 0.5, 2 samples/q, LoRA r 16"
     grpo = make_run(tmp_path / "g", "grpo")
     cfg = yaml.safe_load((grpo / "config.yaml").read_text())
     cfg["trainer"] |= {"baseline": "rloo", "grpo_scale_std": True}  # grpo ignores reinforce's baseline

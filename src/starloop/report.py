@@ -74,7 +74,11 @@ def _paired(line: dict) -> str:
 
 def _hyper(r: Run) -> str:
     t = r.config.get("trainer", {})
+    reward = t.get("reward")
+    if reward == "expected_likelihood" and t.get("label_dist"):
+        reward += f" ({t['label_dist']} labels)"
     parts = [f"lr {t.get('lr'):g}" if isinstance(t.get("lr"), (int, float)) else None,
+             f"reward {reward}" if reward and reward != "correct" else None,
              *_strategy_keys(r.strategy, t),
              f"{t.get('samples_per_question')} samples/q" if t.get("samples_per_question") else None,
              f"LoRA r {t.get('lora_r')}" if t.get("lora_r") else None]
