@@ -144,29 +144,36 @@ def runs_of(root: Path, prefix: str) -> list[Path]:
 
 
 def pairs_of(runs: list[Path], prefix: str) -> list[tuple[Path, Path]]:
-    """Which runs of a group to test against each other: every run against the group's sft run
-    (`<prefix>sft`) and the gain filter (`<prefix>sft-gain`) against each weighted_sft run (`<prefix>wsft-*`,
-    the rewards of question 5) when there are such runs; else every two runs."""
-    by = {r.name: r for r in runs}
-    sft, gain = by.get(f"{prefix}sft"), by.get(f"{prefix}sft-gain")
+    """Which runs of a group to test against each other: every run against the group's sft run (`en-sft`,
+    `low-zu-sft`) and the gain filter (`...-sft-gain`) against each weighted_sft run (`...-wsft-*`, the rewards
+    of question 5) when there are such runs; else every two runs."""
+    sft = next((r for r in runs if r.name.startswith(prefix) and r.name.endswith("-sft")), None)
     if sft is None:
         return list(combinations(runs, 2))
-    out = [(sft, r) for r in runs if r != sft]
+    lang = sft.name.removesuffix("sft")  # "en-", "low-zu-"
+    mine = [r for r in runs if r.name.startswith(lang)]
+    out = [(sft, r) for r in mine if r != sft]
+    gain = next((r for r in mine if r.name == f"{lang}sft-gain"), None)
     if gain is not None:
-        out += [(gain, r) for r in runs if r.name.startswith(f"{prefix}wsft-")]
+        out += [(gain, r) for r in mine if r.name.startswith(f"{lang}wsft-")]
     return out
 
 
-def paired_rows(pairs: list[tuple[Path, Path]], label=lambda a, b: f"{a.name} / {b.name}") -> list[str]:
-    """Exact McNemar tests between two runs at each iteration both validated, on the questions both
-    answered (b = right in the first run only, c = right in the second only)."""
+def validated(run: Path) -> list[int]:
+    """The iterations whose validation answers the run folder holds."""
+    return sorted(int(p.parts[-3].removeprefix("iter_")) for p in run.glob("iter_*/val/generations.csv"))
+
+
+def paired_rows(pairs: list[tuple[Path, Path]], label=lambda a, b: f"{a.name} / {b.name}",
+                first: int = 1) -> list[str]:
+    """Exact McNemar tests between two runs at each iteration from `first` that both validated, on the
+    questions both answered (b = right in the first run only, c = right in the second only)."""
     out = []
     for a, b in pairs:
-        for it in range(1, 100):
-            ra, rb = val_answers(a, it), val_answers(b, it)
-            if ra is None or rb is None:
-                break
-            ca, cb = correct(ra), correct(rb)
+        for it in sorted(set(validated(a)) & set(validated(b))):
+            if it < first:
+                continue
+            ca, cb = correct(val_answers(a, it)), correct(val_answers(b, it))
             m = mcnemar(ca, cb)
             both = set(ca) & set(cb)
             acc = [100 * sum(c[q] for q in both) / max(len(both), 1) for c in (ca, cb)]
@@ -186,11 +193,12 @@ def paired(root: Path, prefix: str) -> str:
 
 
 def across(root: Path, other: Path) -> str:
-    """The same run (by name) in two sittings, iteration by iteration: how far apart two runs of one
-    configuration and seed land (kernels and batch composition differ between sittings)."""
+    """The same run (by name) in two sittings, iteration by iteration from the base model's (iteration 0):
+    how far apart two runs of one configuration and seed land (kernels and batch composition differ between
+    sittings)."""
     names = sorted({r.name for r in runs_of(root, "")} & {r.name for r in runs_of(other, "")})
     rows = paired_rows([(other / n, root / n) for n in names],
-                       label=lambda a, b: f"{b.name}: {other.name} / {root.name}")
+                       label=lambda a, b: f"{b.name}: {other.name} / {root.name}", first=0)
     return "\n".join(PAIRED_HEAD + rows) if rows else "(no run validated an iteration in both sittings)"
 
 

@@ -124,3 +124,19 @@ def test_across_pairs_the_runs_two_sittings_share(tmp_path):
     empty = tmp_path / "none"
     empty.mkdir()
     assert tables.across(now, empty) == "(no run validated an iteration in both sittings)"
+
+
+def test_paired_finds_the_lowest_languages_sft_run(tmp_path):
+    for name in ("low-zu-sft", "low-zu-sft-gain", "low-zu-wsft-correct", "low-zu-wsft-el"):
+        _val(tmp_path / name, 1, [("A", "A"), ("B", "A")])
+    rows = [r.split(" | ")[0] for r in tables.paired(tmp_path, "low-").splitlines()[2:]]
+    assert rows == ["| low-zu-sft / low-zu-sft-gain", "| low-zu-sft / low-zu-wsft-correct",
+                    "| low-zu-sft / low-zu-wsft-el", "| low-zu-sft-gain / low-zu-wsft-correct",
+                    "| low-zu-sft-gain / low-zu-wsft-el"]  # not the two weighted runs against each other
+
+
+def test_across_starts_at_the_base_models_validation(tmp_path):
+    now, before = tmp_path / "b", tmp_path / "a"
+    for folder in (now, before):
+        _val(folder / "en-sft", 0, [("A", "A"), ("B", "A")])
+    assert tables.across(now, before).splitlines()[2:] == ["| en-sft: a / b | 0 | 2 | 50.0 | 50.0 | 0 | 0 | 1 |"]
