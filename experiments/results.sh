@@ -15,6 +15,7 @@ PAR=${PAR:-12}
 ONLY=${ONLY:-.}                   # run only the jobs whose name matches this regular expression
 TRAIN_LIMIT=${TRAIN_LIMIT:-400}   # English train questions per iteration (x 4 samples)
 AFR_LIMIT=${AFR_LIMIT:-60}       # African subset: questions per language (12 languages)
+[[ "" =~ $ONLY ]]; [ $? -ne 2 ] || { echo "results.sh: ONLY: not a regular expression: $ONLY" >&2; exit 2; }
 mkdir -p "$R"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
@@ -56,7 +57,10 @@ run_one() {  # one job line -> $R/<name>, log in $R/<name>.log, a row in $R/jobs
 }
 export -f run_one
 export R
-jobs | grep -E "^[^|]*($ONLY)[^|]*[|]" | xargs -d '\n' -P "$PAR" -I{} bash -c 'run_one "$@"' _ {}
+select_jobs() {  # the job lines whose run name (before the first |) matches ONLY, as grep -E would match it
+  local l; while IFS= read -r l; do if [[ ${l%%|*} =~ $ONLY ]]; then printf '%s\n' "$l"; fi; done
+}
+jobs | select_jobs | xargs -d '\n' -P "$PAR" -I{} bash -c 'run_one "$@"' _ {}
 
 # Tables and plots quoted in docs/results.md (made from the run folders alone).
 python3 "$(dirname "$0")/results_tables.py" "$R" > "$R/tables.md" && echo "tables: $R/tables.md"

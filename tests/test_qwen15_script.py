@@ -18,16 +18,20 @@ echo "$*" > "$out.args"
 """
 
 
-def split(tmp_path: Path, **env: str) -> dict[str, str]:
+def run_script(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     fake = tmp_path / "fake-starloop"
     fake.write_text(FAKE)
     fake.chmod(0o755)
-    runs = tmp_path / "runs"
-    r = subprocess.run(["bash", str(ROOT / "experiments" / "qwen15.sh")], capture_output=True, text=True,
-                       timeout=120, check=False,
-                       env=os.environ | {"MODEL": "m.gguf", "RUNS": str(runs), "STARLOOP": str(fake)} | env)
+    return subprocess.run(["bash", str(ROOT / "experiments" / "qwen15.sh")], capture_output=True, text=True,
+                          timeout=120, check=False,
+                          env=os.environ | {"MODEL": "m.gguf", "RUNS": str(tmp_path / "runs"), "STARLOOP": str(fake)}
+                          | env)
+
+
+def split(tmp_path: Path, **env: str) -> dict[str, str]:
+    r = run_script(tmp_path, **env)
     assert r.returncode == 0, r.stderr
-    return {p.name.removesuffix(".args"): p.read_text() for p in runs.glob("*.args")}
+    return {p.name.removesuffix(".args"): p.read_text() for p in (tmp_path / "runs").glob("*.args")}
 
 
 @pytest.mark.parametrize(("env", "names"), [
@@ -38,6 +42,8 @@ def split(tmp_path: Path, **env: str) -> dict[str, str]:
       "en-sft-gain"}),
     ({"ITERS": "1", "LOW": "zu", "LOWPAR": "2", "ONLY": "elmodel|^low-.*-sft$", "PAR": "2"},
      {"en-sft", "en-wsft-elmodel", "low-zu-sft", "low-zu-wsft-elmodel"}),
+    # An escaped character and an interval, as grep -E reads them (an awk filter once read these otherwise).
+    ({"ITERS": "1", "ONLY": r"^en-w(s){1}ft-el\w*$", "PAR": "2"}, {"en-sft", "en-wsft-el", "en-wsft-elmodel"}),
 ])
 def test_each_split_starts_its_runs_and_no_other(tmp_path, env, names):
     assert set(split(tmp_path, **env)) == names
@@ -51,3 +57,9 @@ def test_label_dist_model_runs_reuse_en_sft_samples(tmp_path):
     assert "trainer.preload_data_for_training=" in en and "en-sft/iter_1/sample/generations.csv" in en
     assert "data=mmlu-afr data.language=zu" in zu and "preload" not in zu
     assert "trainer.iterations=1" in args["en-sft"]
+
+
+def test_a_bad_regular_expression_is_one_line_and_exit_2(tmp_path):
+    r = run_script(tmp_path, ONLY="en-(dpo")
+    assert r.returncode == 2 and r.stderr.strip() == "qwen15.sh: ONLY: not a regular expression: en-(dpo"
+    assert not (tmp_path / "runs").exists()  # nothing claimed
