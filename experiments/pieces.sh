@@ -3,13 +3,14 @@
 # pieces under a size limit with a checksum, copy the pieces over one at a time, join and verify there.
 #   bash experiments/pieces.sh split FILE DIR [BYTES]   # DIR/<name>.partNN + DIR/<name>.sha256
 #   bash experiments/pieces.sh join DIR NAME DEST       # concatenates DIR/NAME.part*, checks the sum
-# BYTES defaults to 56000000 (under 64 MiB with room for a small working tree beside it).
+# BYTES defaults to 50000000: a call carries at most 64 MiB, the working tree (about 11.4 MB of tracked files
+# on 2026-12-02) included, so a piece must leave room for it.
 set -euo pipefail
 die() { echo "pieces.sh: $*" >&2; exit 2; }
 case "${1:-}" in
   split)
     [ $# -ge 3 ] || die "usage: pieces.sh split FILE DIR [BYTES]"
-    file=$2 dir=$3 bytes=${4:-56000000} name=$(basename "$2")
+    file=$2 dir=$3 bytes=${4:-50000000} name=$(basename "$2")
     [ -f "$file" ] || die "$file: no such file"
     mkdir -p "$dir"
     (cd "$(dirname "$file")" && sha256sum "$name") > "$dir/$name.sha256"
