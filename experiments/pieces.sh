@@ -3,7 +3,7 @@
 # pieces under a size limit with a checksum, copy the pieces over one at a time, join and verify there.
 #   bash experiments/pieces.sh split FILE DIR [BYTES]   # DIR/<name>.partNN + DIR/<name>.sha256
 #   bash experiments/pieces.sh join DIR NAME DEST       # concatenates DIR/NAME.part*, checks the sum
-# BYTES defaults to 50000000: a call carries at most 64 MiB, the working tree (about 11.4 MB of tracked files
+# BYTES defaults to 50000000: a transfer carries at most 64 MiB, the working tree (about 11.4 MB of tracked files
 # on 2026-12-02) included, so a piece must leave room for it.
 set -euo pipefail
 die() { echo "pieces.sh: $*" >&2; exit 2; }
