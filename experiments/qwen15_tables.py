@@ -234,8 +234,8 @@ def star(root: Path, prefix: str = "") -> str:
     """Validation rows of each run whose name starts with `prefix`: English rows for English runs, the
     run's one language for the low-language runs."""
     out = [("| run | iteration | val accuracy % [95% CI] | parse % | forced-choice % | degenerate % | top letter % | shuffled % | "
-            "McNemar p vs previous | McNemar p vs iteration 0 | kept | mean tokens | "
-            "stage seconds (sample / rationalize / train / val) |"), "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "McNemar p vs previous | McNemar p vs iteration 0 | kept | weight on wrong % | mean tokens | "
+            "stage seconds (sample / rationalize / train / val) |"), "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs_of(root, prefix):
         path = run / "metrics.jsonl"
         rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
@@ -250,11 +250,13 @@ def star(root: Path, prefix: str = "") -> str:
                        f"{'-' if fc is None else pct(fc)} | {pct(r.get('degenerate_rate', 0.0))} | "
                        f"{top_letter(answers)} | {'-' if chance is None else pct(chance)} | "
                        f"{'-' if p is None else f'{p:.3g}'} | "
-                       f"{'-' if p0 is None else f'{p0:.3g}'} | {r.get('kept', 0)} | {r['mean_tokens']:.0f} | {sec} |")
+                       f"{'-' if p0 is None else f'{p0:.3g}'} | {r.get('kept', 0)} | "
+                       f"{pct(r['positive_weight_on_wrong']) if 'positive_weight_on_wrong' in r else '-'} | "
+                       f"{r['mean_tokens']:.0f} | {sec} |")
         nxt = 1 + max((r["iteration"] for r in rows), default=-1)
         partial = stage_split(run, nxt)
         if partial:  # an iteration that started but did not validate before the run was stopped
-            out.append(f"| {run.name} | {nxt} | stopped before validation |" + " |" * 9 + f" {seconds(partial)} |")
+            out.append(f"| {run.name} | {nxt} | stopped before validation |" + " |" * 10 + f" {seconds(partial)} |")
     return "\n".join(out)
 
 

@@ -140,3 +140,20 @@ def test_across_starts_at_the_base_models_validation(tmp_path):
     for folder in (now, before):
         _val(folder / "en-sft", 0, [("A", "A"), ("B", "A")])
     assert tables.across(now, before).splitlines()[2:] == ["| en-sft: a / b | 0 | 2 | 50.0 | 50.0 | 0 | 0 | 1 |"]
+
+
+def test_star_table_shows_the_weight_on_wrong_answers_and_keeps_its_columns(tmp_path):
+    run = tmp_path / "en-w"
+    _val(run, 0, [("A", "A"), ("B", "A")])
+    _val(run, 1, [("A", "A"), ("A", "A")])
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    lines[1]["positive_weight_on_wrong"] = 0.523
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    (run / "iter_1" / "val" / "DONE").write_text("{}")
+    (run / "iter_2" / "sample").mkdir(parents=True)  # iteration 2 started, stopped before validating
+    (run / "iter_2" / "sample" / "DONE").write_text("{}")
+    head, rule, *rows = tables.star(tmp_path, "en-").splitlines()
+    assert len(rows) == 3 and all(r.count("|") == head.count("|") == rule.count("|") for r in rows)
+    cols = [c.strip() for c in head.split("|")]
+    at = cols.index("weight on wrong %")
+    assert [[c.strip() for c in r.split("|")][at] for r in rows[:2]] == ["-", "52.3"]
