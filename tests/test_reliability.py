@@ -100,13 +100,59 @@ def test_sigterm_handler_turns_into_exit_143(monkeypatch, tmp_path):
 
 
 def test_atomic_path_abandoned_on_interrupt_leaves_nothing(tmp_path):
-    from starloop.runstate import Interrupted
+    from starloop.interrupt import Interrupted
 
     target = tmp_path / "generations.csv"
     with pytest.raises(Interrupted), io.atomic_path(target) as tmp:
         tmp.write_text("half")
         raise Interrupted()
     assert list(tmp_path.iterdir()) == []
+
+
+SWALLOWED = """
+import os, signal, sys
+from pathlib import Path
+from starloop import interrupt, io
+
+class Finalizer:
+    def __del__(self):  # the signal arrives while a finalizer runs: Python prints its exception and drops it
+        os.kill(os.getpid(), signal.SIGTERM)
+
+try:
+    with interrupt.raising_on_sigterm():
+        Finalizer()
+        print("went on", flush=True)
+        with io.atomic_path(Path(sys.argv[1])) as tmp:
+            tmp.write_text("written after the SIGTERM")
+except interrupt.Interrupted:
+    sys.exit(143)
+"""
+
+
+def test_a_sigterm_swallowed_by_a_finalizer_still_stops_the_next_write(tmp_path):
+    # Seen once in a full test run: the SIGTERM of a preemption test landed in a regex library's __del__,
+    # "Exception ignored in: <function Group.__del__ ...>: Interrupted", and the run trained to the end, exit 0.
+    target = tmp_path / "generations.csv"
+    r = subprocess.run([sys.executable, "-c", SWALLOWED, str(target)], capture_output=True, text=True, timeout=60,
+                       check=False)
+    assert "went on" in r.stdout  # the exception was indeed swallowed: the script went on
+    assert r.returncode == 143, r.stderr
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr  # not printed: it is raised again
+    assert list(tmp_path.iterdir()) == []  # nothing published, no temporary left
+
+
+def test_leaving_the_sigterm_handler_forgets_the_request(tmp_path):
+    from starloop import interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(interrupt.Interrupted), interrupt.raising_on_sigterm():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises at the next bytecode
+    assert signal.getsignal(signal.SIGTERM) == before
+    interrupt.check()  # the request ended with the command that received it: later writes in this process go on
+    with io.atomic_path(tmp_path / "later.txt") as tmp:
+        tmp.write_text("ok")
+    assert (tmp_path / "later.txt").read_text() == "ok"
 
 
 def test_atomic_folder_replace_and_stale_temps_removed(tmp_path):

@@ -406,19 +406,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     import signal
     import threading
 
-    from starloop.runstate import EVAL_INTERRUPTED_MESSAGE, INTERRUPTED_MESSAGE, Interrupted, raise_on_sigterm
+    from starloop.interrupt import Interrupted, raising_on_sigterm
+    from starloop.runstate import EVAL_INTERRUPTED_MESSAGE, INTERRUPTED_MESSAGE
 
-    previous = signal.getsignal(signal.SIGTERM)
-    if command in ("train", "stage") and threading.current_thread() is threading.main_thread():
-        raise_on_sigterm()  # preemption (Slurm sends SIGTERM first): unwind, abandon the write in progress
+    # Preemption (Slurm sends SIGTERM first): unwind, abandon the write in progress.
+    preemptible = command in ("train", "stage") and threading.current_thread() is threading.main_thread()
     try:
-        _main(command, rest)
+        with raising_on_sigterm() if preemptible else contextlib.nullcontext():
+            _main(command, rest)
     except (Interrupted, KeyboardInterrupt) as e:
         _error_line(EVAL_INTERRUPTED_MESSAGE if command == "eval" else INTERRUPTED_MESSAGE)
         sys.exit(128 + (signal.SIGTERM if isinstance(e, Interrupted) else signal.SIGINT))
-    finally:
-        if command in ("train", "stage") and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _main(command: str, rest: list[str]) -> None:

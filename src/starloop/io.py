@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from starloop import interrupt
+
 DONE = "DONE"
 TMP_SUFFIX = ".tmp"
 # `.<final name>.<mkdtemp's 8 random characters>.tmp`, as atomic_path names its temporaries.
@@ -35,6 +37,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     target = tmp / (path.name + suffix)
     try:
         yield target
+        interrupt.check()  # a SIGTERM swallowed while the content was written: do not publish it
         if not _is_main_process():
             return  # with several processes only the main one publishes; the others' copy is dropped
         _fsync_tree(target)  # data on disk before the rename makes it visible (power loss, node crash)

@@ -24,7 +24,7 @@ import logging
 import time
 from pathlib import Path
 
-from starloop import stages
+from starloop import interrupt, stages
 from starloop.config import Config, to_dict
 from starloop.errors import ConfigError, StarloopError
 from starloop.loggers import open_logger
@@ -69,6 +69,7 @@ def run_iterations(run: stages.Run) -> list[dict]:
         stages.STAGES["validate"](run, 0)
     for k in range(1, run.cfg.trainer.iterations + 1):
         for stage in stages.STAGES:  # looked up as it runs: bench/iteration.py times them by wrapping
+            interrupt.check()
             stages.STAGES[stage](run, k)
     return stages.rebuild_metrics(run.out)
 

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -37,24 +36,6 @@ INTERRUPTED_MESSAGE = "interrupted: rerun the same command to resume"
 EVAL_INTERRUPTED_MESSAGE = "interrupted: starloop eval keeps no partial results; rerun the same command to start it over"
 
 RUN_FILE = "run.json"  # which command owns the folder, and the fingerprint of its questions
-
-
-class Interrupted(BaseException):
-    """SIGTERM (Slurm preemption, `kill`) turned into an exception that unwinds the run.
-
-    A BaseException, so no `except Exception` on the way swallows it: the atomic write in progress is
-    abandoned (its temporary is removed), the lock is released, and the CLI exits with 128 + SIGTERM.
-    """
-
-
-def raise_on_sigterm() -> None:
-    """Install the SIGTERM handler (main thread). A second SIGTERM while unwinding kills at once."""
-
-    def handler(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise Interrupted()
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def check_out_path(out: str | os.PathLike) -> Path:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from starloop import distributed
+from starloop import distributed, interrupt
 from starloop.errors import StarloopError
 from starloop.logprobs import batch_from_pairs, model_sequence_logprobs
 from starloop.oom import oom_advice
@@ -310,6 +310,7 @@ def _train_loop(model, tok, units, cfg, loss_fn, *, seed, iteration, on_log, val
     sharded = is_sharded(model)
     layers = lora_layers(model)  # found once, not at every forward
     for position, group in enumerate(plan, start=1):
+        interrupt.check()  # a SIGTERM a finalizer swallowed stops the run here, not after the whole stage
         started = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         totals = StepTotals.of([u for b in group for u in b], nominal)
