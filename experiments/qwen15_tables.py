@@ -12,6 +12,7 @@ correct are enough, so a folder of trimmed copies gives the same tables).
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import sys
 from collections import Counter
@@ -102,6 +103,7 @@ def seconds(split: dict[str, float]) -> str:
     return " / ".join(f"{split[s]:.0f}" if s in split else "-" for s in STAGES) if split else "-"
 
 
+@functools.cache  # the tables read one file many times (every pair, every row); callers do not change it
 def val_answers(run: Path, it: int) -> dict[str, dict] | None:
     """Iteration `it`'s validation rows of a run by question id, or None where the file is absent."""
     path = run / f"iter_{it}" / "val" / "generations.csv"
@@ -216,8 +218,7 @@ def format_split(root: Path, prefix: str) -> str:
             "b | c | McNemar p |"), "|---|---|---|---|---|---|---|---|---|"]
     for run in runs_of(root, prefix):
         base = val_answers(run, 0)
-        last = max((k for k in range(1, 100) if (run / f"iter_{k}" / "val" / "generations.csv").exists()),
-                   default=None)
+        last = max((k for k in validated(run) if k > 0), default=None)
         if base is None or last is None:
             continue
         then, now = correct(base), correct(val_answers(run, last))
