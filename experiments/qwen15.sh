@@ -45,7 +45,9 @@ GEN=${GEN:-512}        # sequences per sampling batch (4 samples x 128 questions
 EVB=${EVB:-256}        # questions per evaluation batch
 TB=${TB:-8}            # sequences per micro-batch (x 2 accumulation = 16 per optimizer step)
 CKPT=${CKPT:-false}    # gradient checkpointing (on when several runs must share the memory)
-[[ "" =~ $ONLY ]]; [ $? -ne 2 ] || { echo "qwen15.sh: ONLY: not a regular expression: $ONLY" >&2; exit 2; }
+# shellcheck source=experiments/jobs.sh
+source "$(dirname "$0")/jobs.sh"
+check_only qwen15.sh
 mkdir -p "$R"
 export R PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
 
@@ -112,9 +114,6 @@ run_one() {  # one job line -> $R/<name>, log in $R/<name>.log, a row in $R/jobs
   echo "end $name rc=$rc $(date +%T)"
 }
 export -f run_one
-select_jobs() {  # the job lines whose run name (before the first |) matches ONLY, as grep -E would match it
-  local l; while IFS= read -r l; do if [[ ${l%%|*} =~ $ONLY ]]; then printf '%s\n' "$l"; fi; done
-}
 pool() { select_jobs | xargs -d '\n' -P "$1" -I{} bash -c 'run_one "$@"' _ {}; }
 
 lowest() {  # language with the lowest native-prompting accuracy in afr-native's metrics

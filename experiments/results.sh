@@ -15,7 +15,9 @@ PAR=${PAR:-12}
 ONLY=${ONLY:-.}                   # run only the jobs whose name matches this regular expression
 TRAIN_LIMIT=${TRAIN_LIMIT:-400}   # English train questions per iteration (x 4 samples)
 AFR_LIMIT=${AFR_LIMIT:-60}       # African subset: questions per language (12 languages)
-[[ "" =~ $ONLY ]]; [ $? -ne 2 ] || { echo "results.sh: ONLY: not a regular expression: $ONLY" >&2; exit 2; }
+# shellcheck source=experiments/jobs.sh
+source "$(dirname "$0")/jobs.sh"
+check_only results.sh
 mkdir -p "$R"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
@@ -57,9 +59,6 @@ run_one() {  # one job line -> $R/<name>, log in $R/<name>.log, a row in $R/jobs
 }
 export -f run_one
 export R
-select_jobs() {  # the job lines whose run name (before the first |) matches ONLY, as grep -E would match it
-  local l; while IFS= read -r l; do if [[ ${l%%|*} =~ $ONLY ]]; then printf '%s\n' "$l"; fi; done
-}
 jobs | select_jobs | xargs -d '\n' -P "$PAR" -I{} bash -c 'run_one "$@"' _ {}
 
 # Tables and plots quoted in docs/results.md (made from the run folders alone).
