@@ -10,6 +10,8 @@
 # 5. Rewards: weighted_sft with correct (0/1), answer_logprob and expected_likelihood (smoothed labels, and the
 #    model's own answer distribution: elmodel), and sft filtered by gain over no rationale, on English and on that
 #    lowest language.
+# 6. LOGIT (run names, space-separated): each named run's last adapter scored by letter-logit (0-shot) on the data
+#    it was validated on, once every run has ended (logit-<run>); know-logit0 and afr-logit are the base model's.
 # en-sft runs first, beside the evaluations only, so that its stage times are close to one run's; the other English runs
 # then reuse its iteration-0 validation and its iteration-1 samples (drawn from the base model with the same
 # seed, so identical for every strategy) through trainer.preload_data_for_val/_training. The evaluations
@@ -26,6 +28,9 @@
 #   LOW=zu ONLY='en-star|low-.*(wsft-correct|wsft-el$|gain)' PAR=2 $S bash experiments/qwen15.sh  # 2; 5 on zu
 #   ITERS=1 ONLY='en-(dpo|rpo|rloo|wsft-(logprob|correct|el$)|grpo|sft-gain)' PAR=5 $S bash experiments/qwen15.sh  # 3; 5
 #   ITERS=1 LOW=zu LOWPAR=2 ONLY='elmodel|^low-.*-sft$' PAR=2 $S bash experiments/qwen15.sh  # 5: label_dist=model
+# and, for what the adapters know (letter-logit before and after one iteration):
+#   ITERS=1 LOW=zu ONLY='^en-sft(-gain)?$|^low-zu-sft$|^know-logit0$|^afr-logit$' PAR=2 \
+#     LOGIT='en-sft en-sft-gain low-zu-sft' $S bash experiments/qwen15.sh
 # The first took 15 minutes of runs on 2026-12-02, the second 23 (docs/results.md, "Fourth sitting", "Fifth sitting").
 # On a GPU machine without network access (weights brought as pieces): experiments/offline_qwen15.sh.
 set -uo pipefail
@@ -142,4 +147,15 @@ else
 fi
 LO=$!
 wait $SFT $EV $EN $LO
+
+adapter_logits() {  # LOGIT's runs that ended with an adapter -> letter-logit jobs on their last adapter
+  local r a d
+  for r in ${LOGIT:-}; do
+    a=$(find "$R/$r" -path "$R/$r/iter_*/train/adapter" -type d 2>/dev/null | sort -V | tail -n 1)
+    [ -n "$a" ] || { echo "logit-$r: $R/$r holds no adapter; not scored" >&2; continue; }
+    d=""; [[ $r =~ ^low-([a-z]+)- ]] && d="data=mmlu-afr data.language=${BASH_REMATCH[1]}"
+    echo "logit-$r|eval $E $d eval.mode=logit eval.batch_size=64 checkpoint=${a%/train/adapter}"
+  done
+}
+adapter_logits | ONLY=. pool "$PAR"
 echo "all jobs ended $(date +%T)"

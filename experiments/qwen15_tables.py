@@ -14,12 +14,13 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import re
 import sys
 from collections import Counter
 from itertools import combinations
 from pathlib import Path
 
-from starloop.metrics import mcnemar
+from starloop.metrics import mcnemar, wilson_interval
 
 csv.field_size_limit(sys.maxsize)  # a validation row holds a whole rationale
 
@@ -261,6 +262,49 @@ def star(root: Path, prefix: str = "") -> str:
     return "\n".join(out)
 
 
+@functools.cache
+def eval_answers(folder: Path) -> dict[str, dict] | None:
+    """An evaluation folder's rows (generations.csv) by question id, or None where the file is absent."""
+    path = folder / "generations.csv"
+    if not path.exists():
+        return None
+    with path.open(newline="", encoding="utf-8") as f:
+        return {r["question_id"]: r for r in csv.DictReader(f)}
+
+
+def last_val_accuracy(run: Path, language: str) -> str:
+    """The run's greedy chain-of-thought accuracy at its last validated iteration, in `language`."""
+    path = run / "metrics.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    rows = [r for r in rows if r.get("split") == "val" and r.get("language") in (language, "all")]
+    return pct(rows[-1]["accuracy"]) if rows else "-"
+
+
+def adapter_logits(root: Path) -> str:
+    """Letter-logit accuracy (0-shot) of each run's last adapter (`logit-<run>`, experiments/qwen15.sh's LOGIT)
+    against the base model's on the same questions: know-logit0 for an English run, afr-logit's rows of the run's
+    language for a `low-<L>-` run. b = right with the base model only, c = right with the adapter only."""
+    out = [("| run | language | n | base letter-logit % | adapter letter-logit % [95% CI] | b | c | McNemar p | "
+            "adapter's chain of thought % |"), "|---|---|---|---|---|---|---|---|---|"]
+    for ev in sorted(p for p in root.glob("logit-*") if p.is_dir()):
+        run = ev.name.removeprefix("logit-")
+        low = re.match(r"low-([a-z]+)-", run)
+        lang = low[1] if low else "en"
+        base, mine = eval_answers(root / ("afr-logit" if low else "know-logit0")), eval_answers(ev)
+        if base is None or mine is None:
+            out.append(f"| {run} | {lang} | not run | | | | | | |")
+            continue
+        base = {q: r for q, r in base.items() if r["language"] == lang}
+        before, after = correct(base), correct({q: r for q, r in mine.items() if r["language"] == lang})
+        m = mcnemar(before, after)
+        both = set(before) & set(after)
+        k0, k1 = sum(before[q] for q in both), sum(after[q] for q in both)
+        lo, hi = wilson_interval(k1, len(both))
+        out.append(f"| {run} | {lang} | {m['n']} | {pct(k0 / len(both))} | {pct(k1 / len(both))} [{pct(lo)}, "
+                   f"{pct(hi)}] | {m['b']} | {m['c']} | {m['p']:.3g} | {last_val_accuracy(root / run, lang)} |")
+    return "\n".join(out) if len(out) > 2 else "(not run)"
+
+
 def main(root: Path, other: Path | None = None) -> None:
     print("## What it knows (MMLU val)\n\n" + knowledge(root))
     print("\n### Subjects where chain of thought loses or gains most against letter-logit\n\n" + subjects(root))
@@ -271,6 +315,7 @@ def main(root: Path, other: Path | None = None) -> None:
     print("\n## STaR runs, lowest language\n\n" + star(root, "low-"))
     print("\n### Paired tests between the lowest language's runs\n\n" + paired(root, "low-"))
     print("\n### Where the lowest language's gains come from\n\n" + format_split(root, "low-"))
+    print("\n## What the adapters know: letter-logit before and after\n\n" + adapter_logits(root))
     if other is not None:
         print(f"\n## The same runs in another sitting ({other})\n\n" + across(root, other))
 

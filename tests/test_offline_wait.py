@@ -19,6 +19,10 @@ def _res(tmp_path: Path, done: bool) -> Path:
     (run / "iter_1" / "adapter").mkdir()
     (run / "iter_1" / "adapter" / "adapter_model.safetensors").write_bytes(b"w" * 10)
     (run / "iter_1" / "val" / "generations.csv").write_text("question_id,correct\nq0,True\n")
+    for ev in ("know-logit0", "logit-en-x", "know-cot"):  # two letter-logit evaluations, one generating
+        (res / "qwen15" / ev).mkdir()
+        (res / "qwen15" / ev / "generations.csv").write_text("question_id,correct\nq0,True\n")
+        (res / "qwen15" / ev / "metrics.json").write_text("{}")
     lines = [{"iteration": k, "split": "val", "language": "en", "accuracy": a} for k, a in ((0, 0.364), (1, 0.5))]
     (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     (res / "qwen15" / "jobs.tsv").write_text("en-x\t0\t12\tstarloop train ...\n")
@@ -47,7 +51,8 @@ def test_returns_at_all_done_and_packs_without_weights(tmp_path):
     assert "qwen15/en-x/metrics.jsonl" in names and "driver.log" in names
     assert not [n for n in names if "adapter" in n or n.endswith("generations.csv")]
     with tarfile.open(out / "val.tgz") as t:
-        assert t.getnames() == ["qwen15/en-x/iter_1/val/generations.csv"]
+        assert sorted(t.getnames()) == ["qwen15/en-x/iter_1/val/generations.csv",
+                                        "qwen15/know-logit0/generations.csv", "qwen15/logit-en-x/generations.csv"]
 
 
 def test_says_still_running_when_time_is_up(tmp_path):

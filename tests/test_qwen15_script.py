@@ -11,9 +11,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = """#!/usr/bin/env bash
-# Records its arguments; writes what the script waits for (the iteration-1 samples' DONE marker).
+# Records its arguments; writes what the script waits for (the iteration-1 samples' DONE marker) and, for a
+# training run, an adapter folder for each iteration.
 out=${@: -1}; out=${out#out=}
 mkdir -p "$out/iter_1/sample" && touch "$out/iter_1/sample/DONE"
+if [ "$1" = train ]; then
+  for arg in "$@"; do case $arg in trainer.iterations=*) n=${arg#*=};; esac; done
+  for k in $(seq 1 "${n:-1}"); do mkdir -p "$out/iter_$k/train/adapter"; done
+fi
 echo "$*" > "$out.args"
 """
 
@@ -63,3 +68,22 @@ def test_a_bad_regular_expression_is_one_line_and_exit_2(tmp_path):
     r = run_script(tmp_path, ONLY="en-(dpo")
     assert r.returncode == 2 and r.stderr.strip() == "qwen15.sh: ONLY: not a regular expression: en-(dpo"
     assert not (tmp_path / "runs").exists()  # nothing claimed
+
+
+def test_logit_scores_each_named_runs_last_adapter_on_its_own_data(tmp_path):
+    runs = tmp_path / "runs"
+    r = run_script(tmp_path, ITERS="2", ITERS_TABLE="1", LOW="zu", PAR="2",
+                   ONLY="^en-sft(-gain)?$|^low-zu-sft$|^know-logit0$|^afr-logit$",
+                   LOGIT="en-sft en-sft-gain low-zu-sft en-dpo")
+    assert r.returncode == 0, r.stderr
+    args = {p.name.removesuffix(".args"): p.read_text() for p in runs.glob("*.args")}
+    assert {n for n in args if n.startswith("logit-")} == {"logit-en-sft", "logit-en-sft-gain", "logit-low-zu-sft"}
+    assert f"checkpoint={runs}/en-sft/iter_2 " in args["logit-en-sft"] + " "  # the last of its two iterations
+    assert f"checkpoint={runs}/en-sft-gain/iter_1 " in args["logit-en-sft-gain"] + " "
+    for name in ("logit-en-sft", "logit-en-sft-gain", "logit-low-zu-sft"):
+        assert args[name].startswith("eval ") and "eval.mode=logit" in args[name]
+    assert "data=mmlu-afr data.language=zu" in args["logit-low-zu-sft"]
+    assert "data=" not in args["logit-en-sft"]
+    # en-dpo was not run (ONLY leaves it out): one line says so, and nothing is scored for it.
+    assert "logit-en-dpo: " in r.stderr and "holds no adapter" in r.stderr
+    assert {"know-logit0", "afr-logit"} <= set(args)

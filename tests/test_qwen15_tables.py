@@ -157,3 +157,42 @@ def test_star_table_shows_the_weight_on_wrong_answers_and_keeps_its_columns(tmp_
     cols = [c.strip() for c in head.split("|")]
     at = cols.index("weight on wrong %")
     assert [[c.strip() for c in r.split("|")][at] for r in rows[:2]] == ["-", "52.3"]
+
+
+def _eval(folder: Path, rows: list[tuple[str, str, bool]]) -> None:
+    """An evaluation folder's generations.csv: (question id, language, correct) per row."""
+    folder.mkdir(parents=True)
+    with (folder / "generations.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, ["question_id", "language", "correct"])
+        w.writeheader()
+        w.writerows({"question_id": q, "language": lang, "correct": ok} for q, lang, ok in rows)
+
+
+def test_adapter_logits_pair_each_adapter_with_the_base_model_on_its_language(tmp_path):
+    # English: the base is right on q0-q3 of 8; the adapter on q0, q1 and q4-q7: b = 2 (q2, q3), c = 4.
+    _eval(tmp_path / "know-logit0", [(f"q{i}", "en", i < 4) for i in range(8)])
+    _eval(tmp_path / "logit-en-sft", [(f"q{i}", "en", i not in (2, 3)) for i in range(8)])
+    _val(tmp_path / "en-sft", 1, [("A", "A"), ("B", "A")])  # its chain of thought: 1 of 2
+    # Zulu: afr-logit holds two languages; only zu's 4 rows count (base right on z0, adapter on z0 and z1).
+    _eval(tmp_path / "afr-logit", [("z0", "zu", True), ("z1", "zu", False), ("z2", "zu", False),
+                                   ("z3", "zu", False), ("y0", "yo", True), ("y1", "yo", True)])
+    _eval(tmp_path / "logit-low-zu-sft", [("z0", "zu", True), ("z1", "zu", True), ("z2", "zu", False),
+                                          ("z3", "zu", False)])
+    _eval(tmp_path / "logit-low-yo-sft", [("y0", "yo", True)])
+    (tmp_path / "afr-logit" / "generations.csv").unlink()  # a base that did not run: said, not counted
+    lines = tables.adapter_logits(tmp_path).splitlines()
+    en = next(x for x in lines if x.startswith("| en-sft |"))
+    p = 2 * (1 + 6 + 15) / 64  # b = 2, c = 4: 2 P(Binomial(6, 1/2) <= 2)
+    lo, hi = tables.wilson_interval(6, 8)
+    assert en == f"| en-sft | en | 8 | 50.0 | 75.0 [{100 * lo:.1f}, {100 * hi:.1f}] | 2 | 4 | {p:.3g} | 50.0 |"
+    assert lines[3].startswith("| low-yo-sft | yo | not run |")
+    assert lines[4].startswith("| low-zu-sft | zu | not run |")
+
+
+def test_adapter_logits_restrict_the_base_to_the_runs_language(tmp_path):
+    _eval(tmp_path / "afr-logit", [("z0", "zu", True), ("z1", "zu", False), ("y0", "yo", True)])
+    _eval(tmp_path / "logit-low-zu-sft", [("z0", "zu", True), ("z1", "zu", True)])
+    (row,) = [x for x in tables.adapter_logits(tmp_path).splitlines() if x.startswith("| low-zu-sft")]
+    # 2 zu questions (y0 not counted): base 1 of 2, adapter 2 of 2, c = 1; no run folder: chain of thought "-".
+    assert row.split(" | ")[1:8] == ["zu", "2", "50.0", row.split(" | ")[4], "0", "1", "1"]
+    assert row.split(" | ")[4].startswith("100.0 [") and row.endswith("| - |")
