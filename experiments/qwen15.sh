@@ -106,20 +106,6 @@ low-$L-sft-gain|train $T $A trainer=sft trainer.reward=gain trainer.require_gain
 JOBS
 }
 
-run_one() {  # one job line -> $R/<name>, log in $R/<name>.log, a row in $R/jobs.tsv
-  local name=${1%%|*} args=${1#*|} t0 rc
-  if [ -e "$R/$name.done" ]; then echo "skip $name"; return; fi
-  t0=$(date +%s)
-  echo "start $name $(date +%T)"
-  # shellcheck disable=SC2086
-  ${STARLOOP:-starloop} $args out="$R/$name" >"$R/$name.log" 2>&1
-  rc=$?
-  printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - t0 ))" "starloop $args out=$R/$name" >>"$R/jobs.tsv"
-  [ "$rc" = 0 ] && touch "$R/$name.done"
-  echo "end $name rc=$rc $(date +%T)"
-}
-export -f run_one
-pool() { select_jobs | xargs -d '\n' -P "$1" -I{} bash -c 'run_one "$@"' _ {}; }
 
 lowest() {  # language with the lowest native-prompting accuracy in afr-native's metrics
   python3 - "$R/afr-native/metrics.json" <<'PY'

@@ -45,21 +45,8 @@ qwen-afr-translate|train $Q $B data=mmlu-afr data.language=all data.limit=$AFR_L
 JOBS
 }
 
-run_one() {  # one job line -> $R/<name>, log in $R/<name>.log, a row in $R/jobs.tsv
-  local name=${1%%|*} args=${1#*|} t0 rc
-  if [ -s "$R/$name/metrics.json" ] || [ -e "$R/$name.done" ]; then echo "skip $name"; return; fi
-  t0=$(date +%s)
-  echo "start $name"
-  # shellcheck disable=SC2086
-  starloop $args out="$R/$name" >"$R/$name.log" 2>&1
-  rc=$?
-  printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - t0 ))" "starloop $args out=$R/$name" >>"$R/jobs.tsv"
-  [ "$rc" = 0 ] && touch "$R/$name.done"
-  echo "end $name rc=$rc"
-}
-export -f run_one
 export R
-jobs | select_jobs | xargs -d '\n' -P "$PAR" -I{} bash -c 'run_one "$@"' _ {}
+jobs | pool "$PAR"
 
 # Tables and plots quoted in docs/results.md (made from the run folders alone).
 python3 "$(dirname "$0")/results_tables.py" "$R" > "$R/tables.md" && echo "tables: $R/tables.md"
