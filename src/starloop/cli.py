@@ -190,6 +190,7 @@ def _task(command: str, dcfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from starloop.reproducibility import deterministic_kernels
     from starloop.runstate import RunLock
 
     cfg = OmegaConf.to_object(dcfg)
@@ -203,7 +204,7 @@ def _task(command: str, dcfg) -> None:
         # mean what they meant where the command was typed.
         os.chdir(hc.runtime.cwd)
     try:
-        with RunLock(cfg.out):
+        with RunLock(cfg.out), deterministic_kernels(cfg.deterministic):
             if command == "eval":
                 from starloop.evaluate import run_eval
 

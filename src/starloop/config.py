@@ -292,6 +292,9 @@ class Config:
     out: str | None = None
     # Global seed: sampling, LoRA init, data order.
     seed: int = 0
+    # Deterministic kernels where torch has them (attention backward, cuBLAS, cuDNN), so that a rerun on the
+    # same hardware and software repeats a run bit for bit; slower on a GPU (starloop.reproducibility).
+    deterministic: bool = False
     # A saved run iteration (<out>/iter_<k>) or adapter folder to evaluate instead of the base model.
     checkpoint: str | None = None
     # Show progress bars.
