@@ -11,7 +11,7 @@ import pytest
 
 def run(*args, cwd=None, timeout=300):
     return subprocess.run([sys.executable, "-m", "starloop.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
+                          cwd=cwd, timeout=timeout, check=False)
 
 
 def last_json(stdout: str) -> dict:

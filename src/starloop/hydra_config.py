@@ -17,7 +17,6 @@ from importlib import resources
 from pathlib import Path
 
 from starloop import config as config_module
-from starloop.data.sources import SOURCES
 from starloop.config import (
     CHOICES,
     RANGES,
@@ -28,6 +27,7 @@ from starloop.config import (
     PromptConfig,
     TrainerConfig,
 )
+from starloop.data.sources import SOURCES
 
 GROUP_OPTIONS: dict[str, dict[str, object]] = {
     "model": {

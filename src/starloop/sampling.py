@@ -190,17 +190,17 @@ class HFSampler:
         for r, ids in enumerate(ids_list):  # left padding
             input_ids[r, width - len(ids) :] = torch.tensor(ids)
             attn[r, width - len(ids) :] = 1
-        kwargs: dict = dict(
-            input_ids=input_ids.to(device),
-            attention_mask=attn.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad,
-            eos_token_id=self.tok.eos_token_id,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-        )
+        kwargs: dict = {
+            "input_ids": input_ids.to(device),
+            "attention_mask": attn.to(device),
+            "max_new_tokens": max_new_tokens,
+            "do_sample": False,
+            "pad_token_id": pad,
+            "eos_token_id": self.tok.eos_token_id,
+            "temperature": None,
+            "top_p": None,
+            "top_k": None,
+        }
         if temperature > 0:
             from transformers import LogitsProcessorList
 
