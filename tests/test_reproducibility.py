@@ -53,3 +53,56 @@ def test_the_cli_runs_the_command_inside_it(tmp_path, monkeypatch):
         assert code == 0, err
     assert seen == [True, False]
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_a_state_that_was_already_on_comes_back(monkeypatch):
+    """Strict deterministic mode set by the caller (warn_only=False) is what remains after the block."""
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    torch.use_deterministic_algorithms(True, warn_only=False)
+    try:
+        with deterministic_kernels(True):
+            assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_training_attention_is_the_math_kernel_under_deterministic_mode():
+    """The memory-efficient kernel's backward (a padded batch's) is not deterministic in warn-only mode."""
+    from starloop.train import attention_kernels
+
+    cuda = torch.backends.cuda
+    with attention_kernels():
+        assert cuda.mem_efficient_sdp_enabled() and cuda.flash_sdp_enabled() and cuda.math_sdp_enabled()
+    with deterministic_kernels(True), attention_kernels():
+        assert cuda.math_sdp_enabled()
+        assert not (cuda.mem_efficient_sdp_enabled() or cuda.flash_sdp_enabled() or cuda.cudnn_sdp_enabled())
+
+
+def test_runs_saved_before_the_key_existed_resume_with_it(tmp_path):
+    """A config.yaml without `deterministic` (every run before it) is not refused; switching it is allowed."""
+    import yaml
+
+    from starloop.runstate import check_or_save_config
+
+    old = {"seed": 0, "trainer": {"lr": 1e-4}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    check_or_save_config(tmp_path, {**old, "deterministic": True}, save=False, has_outputs=True)
+    check_or_save_config(tmp_path, {**old, "deterministic": False}, save=False, has_outputs=True)
+
+
+def test_starloop_stage_runs_inside_it(tmp_path, monkeypatch):
+    """`starloop stage` reruns one stage with the saved config's `deterministic` (or an override of it)."""
+    import yaml
+
+    from starloop import loop
+    from starloop.config import Config, to_dict
+    from starloop.stages import command
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**to_dict(Config()), "deterministic": True}))
+    seen = []
+    monkeypatch.setattr(loop, "run_stage", lambda cfg, name, k: seen.append(torch.are_deterministic_algorithms_enabled()))
+    command.main(["validate", f"out={tmp_path}", "iteration=0"])
+    command.main(["validate", f"out={tmp_path}", "iteration=0", "deterministic=false"])
+    assert seen == [True, False]

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from starloop.errors import ConfigError, DataError, StarloopError
+from starloop.reproducibility import CUBLAS_WORKSPACE
 
 COMMANDS = ("train", "eval", "stage", "report")
 USAGE = """usage: starloop {train,eval,stage,report} [key=value ...] [-m]
@@ -71,11 +72,11 @@ def _expand_sweeps(overrides: Sequence[str]) -> list[list[str]]:
     parser = OverridesParser.create()
     choices: list[list[str]] = []
     for o in overrides:
-        if o.startswith("hydra.") or o.startswith("hydra/"):
+        if o.startswith(("hydra.", "hydra/")):
             continue
         try:
             parsed = parser.parse_override(o)
-        except Exception as e:  # hydra raises its own OverrideParseException
+        except Exception as e:  # noqa: BLE001 - hydra raises its own OverrideParseException
             raise ConfigError(o.partition("=")[0], f"cannot parse override {o!r}: {str(e).splitlines()[0]}") \
                 from None
         if parsed.is_sweep_override():
@@ -103,7 +104,7 @@ def compose(overrides: Sequence[str]):
     with initialize_config_module(config_module="starloop.configs", version_base="1.3"):
         try:
             cfg = hydra_compose(config_name="starloop", overrides=list(overrides), return_hydra_config=True)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any composition error is the user's override, said in one line
             raise _config_error(overrides, e) from None
     from omegaconf import open_dict
 
@@ -111,7 +112,7 @@ def compose(overrides: Sequence[str]):
         hydra_node = cfg.pop("hydra")
     try:
         obj = OmegaConf.to_object(cfg)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - a value of the wrong type for its key, said in one line
         raise _config_error(overrides, e) from None
     validate(obj)
     obj._sweep = str(hydra_node.get("mode")) == "RunMode.MULTIRUN"  # an experiment preset may set the mode
@@ -451,6 +452,8 @@ def _main(command: str, rest: list[str]) -> None:
             multirun = multirun or cfg._sweep
             _check_launcher(cfg, multirun)
             preflight(command, cfg, multirun, seen=checked)
+            if cfg.deterministic:  # read by cuBLAS once, when this process first uses it: before any job runs
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     except StarloopError as e:
         _error_line(f"error: {e}")
         sys.exit(e.exit_code)

@@ -6,8 +6,9 @@ chain of thought turns a last-digit difference in the weights into different rat
 configuration on the same samples have ended 131 of 1,531 validation answers apart (docs/results.md, section 6).
 With `deterministic=true` torch uses the deterministic implementation of every op that has one (a warning names
 each op that has none, instead of stopping the run), cuDNN picks deterministic algorithms and does not
-benchmark, and cuBLAS gets the fixed workspace it needs to be reproducible. It costs speed and holds only on the
-same hardware and software.
+benchmark, cuBLAS gets the fixed workspace it needs to be reproducible, and training's attention uses the math
+kernel (`starloop.train.attention_kernels`: the memory-efficient kernel's backward stays non-deterministic unless
+torch's mode is strict). It costs speed and memory and holds only on the same hardware and software.
 """
 
 from __future__ import annotations

@@ -16,13 +16,14 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 from starloop import io
 from starloop.errors import ConfigError, StarloopError
 
 # Keys a resumed run may change: they do not alter any result already written.
 RESUMABLE_KEYS = {"trainer.iterations", "progress", "logger", "launcher", "out", "eval.batch_size",
-                  "trainer.gen_batch_size"}
+                  "trainer.gen_batch_size", "deterministic"}
 # Keys a command does not read, so that a resumed run may change them too (and runs saved before the key
 # existed resume).
 UNUSED_KEYS = {"train": {"eval.limit", "checkpoint"}, "eval": set()}
@@ -116,7 +117,7 @@ class RunLock:
         self.out = Path(out)
         self.key: str | None = None
 
-    def __enter__(self) -> RunLock:
+    def __enter__(self) -> Self:
         from starloop import distributed
 
         if not distributed.is_main():

@@ -174,10 +174,19 @@ def attention_kernels():
     padded, batch) returns NaN query gradients when the padded length is 64 mod 128 (192, 320, 448, ...) and some attention row's
     logsumexp is below ln(FLT_MAX) ~ -88.7, as Qwen2.5's massive-activation heads give: every optimizer step with
     such a micro-batch was skipped as non-finite. The flash, memory-efficient and math kernels are finite on the
-    same inputs. Sampling and scoring (forward only) keep every kernel."""
+    same inputs. Sampling and scoring (forward only) keep every kernel.
+
+    Under `deterministic=true` only the math kernel: the memory-efficient kernel's backward (the one a padded batch
+    gets) splits its key loop and adds the parts up in a varying order unless torch's deterministic mode is strict,
+    which would stop runs at other ops that have no deterministic kernel; the math kernel is plain matmuls and a
+    softmax, deterministic with cuBLAS's fixed workspace, at the cost of the T x T attention matrix in memory."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+    if torch.are_deterministic_algorithms_enabled():
+        backends = [SDPBackend.MATH]
+    else:
+        backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    with sdpa_kernel(backends):
         yield
 
 

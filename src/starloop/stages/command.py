@@ -15,8 +15,8 @@ STAGE_HELP = """usage: starloop stage {sample,score,build,train,validate} out=RU
 Runs one stage of iteration K of an existing `starloop train` run folder, reading the files of the stage
 before it and the run's saved config.yaml (iteration 0 has only validate). A stage whose output exists
 does nothing: delete its output to run it again. Only overrides that do not change results are accepted
-(progress, logger, eval.batch_size, trainer.gen_batch_size, trainer.iterations). docs/extending.md lists
-what each stage reads and writes."""
+(progress, logger, eval.batch_size, trainer.gen_batch_size, trainer.iterations, deterministic).
+docs/extending.md lists what each stage reads and writes."""
 
 
 def stage_config(out: str, overrides: Sequence[str]):
@@ -45,6 +45,7 @@ def stage_config(out: str, overrides: Sequence[str]):
 def main(rest: list[str]) -> None:
     """`starloop stage NAME out=RUN iteration=K [overrides]`."""
     from starloop.loop import run_stage
+    from starloop.reproducibility import deterministic_kernels
 
     name = rest[0] if rest and "=" not in rest[0] else None
     args = dict(a.partition("=")[::2] for a in rest[1 if name else 0:])
@@ -61,7 +62,8 @@ def main(rest: list[str]) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     try:
-        run_stage(cfg, name, int(k))
+        with deterministic_kernels(cfg.deterministic):
+            run_stage(cfg, name, int(k))
     except StarloopError:
         raise
     except Exception as exc:  # out of memory and a full disk become one line; the rest propagates
