@@ -36,3 +36,16 @@ def test_a_difference_between_repeats_is_reported(bench, monkeypatch):
     monkeypatch.setattr(bench, "random_adapter", noisy_adapter)
     (row,) = bench.main([*ARGS, "--mode", "off"])
     assert row["identical"] is False and row["max_abs_diff"] > 0
+
+
+def test_one_repeat_compares_nothing_and_is_refused(bench, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main([*ARGS[:-1], "1", "--mode", "on"])
+    assert e.value.code == 2 and "at least 2" in capsys.readouterr().err
+
+
+def test_fewer_layers_leave_the_shape_table_as_it_was(bench):
+    before = dict(bench.SHAPES["tiny"])
+    (row,) = bench.main(["--shape", "tiny", "--device", "cpu", "--seq", "16", "--layers", "1", "--repeats", "2",
+                         "--mode", "off"])
+    assert bench.SHAPES["tiny"] == before and row["distinct_digests"] == 1
