@@ -14,7 +14,8 @@ select_jobs() {  # the job lines on stdin whose run name (before the first |) ma
 
 run_one() {  # one job line -> $R/<name>, log in $R/<name>.log, a row in $R/jobs.tsv, $R/<name>.done on success
   local name=${1%%|*} args=${1#*|} t0 rc
-  # a finished run is skipped (an evaluation's metrics.json is written last), a stopped one resumes
+  # a finished run is skipped (.done; or the metrics.json an evaluation writes once it has scored every question,
+  # which a train run never writes at its top level), a stopped one resumes
   if [ -e "$R/$name.done" ] || [ -s "$R/$name/metrics.json" ]; then echo "skip $name"; return; fi
   t0=$(date +%s)
   echo "start $name $(date +%T)"

@@ -33,7 +33,8 @@ if [ -n "$OUT" ] && [ -d qwen15 ]; then
   tar czf "$OUT/res.tgz" --exclude='*/adapter*' --exclude='*.safetensors' --exclude='*generations.csv' \
     --exclude='*trace*' --exclude='part_*' qwen15 $(ls qwen15.log driver.log 2>/dev/null)
   # validation answers, and the letter-logit evaluations' (know-logit0, afr-logit, logit-<run>)
-  find qwen15 \( -path '*/val/generations.csv' -o -path 'qwen15/*logit*/generations.csv' \) | tar czf "$OUT/val.tgz" -T -
+  { find qwen15 -path '*/val/generations.csv'; find qwen15 -maxdepth 2 -path 'qwen15/*logit*/generations.csv'; } |
+    tar czf "$OUT/val.tgz" -T -
 fi
 [ -e ALL_DONE ] && { echo "ALL_DONE"; exit 0; }
 echo "still running"; exit 3

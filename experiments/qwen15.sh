@@ -11,7 +11,8 @@
 #    model's own answer distribution: elmodel), and sft filtered by gain over no rationale, on English and on that
 #    lowest language.
 # 6. LOGIT (run names, space-separated): each named run's last adapter scored by letter-logit (0-shot) on the data
-#    it was validated on, once every run has ended (logit-<run>); know-logit0 and afr-logit are the base model's.
+#    it was validated on, once every run has ended (logit-<run>-iter_<k>; a run that did not finish is not scored);
+#    know-logit0 and afr-logit are the base model's.
 # en-sft runs first, beside the evaluations only, so that its stage times are close to one run's; the other English runs
 # then reuse its iteration-0 validation and its iteration-1 samples (drawn from the base model with the same
 # seed, so identical for every strategy) through trainer.preload_data_for_val/_training. The evaluations
@@ -134,13 +135,20 @@ fi
 LO=$!
 wait $SFT $EV $EN $LO
 
-adapter_logits() {  # LOGIT's runs that ended with an adapter -> letter-logit jobs on their last adapter
-  local r a d
-  for r in ${LOGIT:-}; do
-    a=$(find "$R/$r" -path "$R/$r/iter_*/train/adapter" -type d 2>/dev/null | sort -V | tail -n 1)
-    [ -n "$a" ] || { echo "logit-$r: $R/$r holds no adapter; not scored" >&2; continue; }
+adapter_logits() {  # LOGIT's finished runs -> letter-logit jobs logit-<run>-iter_<k> on their last adapter
+  local r t k last d names
+  read -r -a names <<< "${LOGIT:-}"  # words, never file names
+  for r in "${names[@]}"; do
+    [ -e "$R/$r.done" ] || { echo "logit-$r: $R/$r did not finish; not scored" >&2; continue; }
+    last=""
+    for t in "$R/$r"/iter_*/train/DONE; do  # the last trained iteration, by number (iter_10 after iter_9)
+      [ -e "$t" ] && [ -d "${t%/DONE}/adapter" ] || continue
+      k=${t#"$R/$r"/iter_}; k=${k%%/*}
+      [[ $k =~ ^[0-9]+$ ]] && { [ -z "$last" ] || [ "$k" -gt "$last" ]; } && last=$k
+    done
+    [ -n "$last" ] || { echo "logit-$r: $R/$r holds no adapter; not scored" >&2; continue; }
     d=""; [[ $r =~ ^low-([a-z]+)- ]] && d="data=mmlu-afr data.language=${BASH_REMATCH[1]}"
-    echo "logit-$r|eval $E $d eval.mode=logit eval.batch_size=64 checkpoint=${a%/train/adapter}"
+    echo "logit-$r-iter_$last|eval $E $d eval.mode=logit eval.batch_size=64 checkpoint=$R/$r/iter_$last"
   done
 }
 adapter_logits | ONLY=. pool "$PAR"

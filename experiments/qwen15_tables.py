@@ -272,36 +272,51 @@ def eval_answers(folder: Path) -> dict[str, dict] | None:
         return {r["question_id"]: r for r in csv.DictReader(f)}
 
 
-def last_val_accuracy(run: Path, language: str) -> str:
-    """The run's greedy chain-of-thought accuracy at its last validated iteration, in `language`."""
+def val_accuracy(run: Path, language: str, iteration: int | None) -> str:
+    """The run's greedy chain-of-thought accuracy at `iteration` in `language` ("-" where it has none)."""
     path = run / "metrics.jsonl"
     rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-    rows = [r for r in rows if r.get("split") == "val" and r.get("language") in (language, "all")]
+    rows = [r for r in rows if r.get("split") == "val" and r.get("language") in (language, "all")
+            and r.get("iteration") == iteration]
     return pct(rows[-1]["accuracy"]) if rows else "-"
 
 
+def scored_iteration(ev: Path) -> int | None:
+    """The iteration whose adapter an evaluation scored: its config.yaml's checkpoint, `.../iter_<k>`."""
+    path = ev / "config.yaml"
+    found = re.search(r"^checkpoint: .*iter_(\d+)/?$", path.read_text(), re.MULTILINE) if path.exists() else None
+    return int(found[1]) if found else None
+
+
 def adapter_logits(root: Path) -> str:
-    """Letter-logit accuracy (0-shot) of each run's last adapter (`logit-<run>`, experiments/qwen15.sh's LOGIT)
-    against the base model's on the same questions: know-logit0 for an English run, afr-logit's rows of the run's
-    language for a `low-<L>-` run. b = right with the base model only, c = right with the adapter only."""
-    out = [("| run | language | n | base letter-logit % | adapter letter-logit % [95% CI] | b | c | McNemar p | "
-            "adapter's chain of thought % |"), "|---|---|---|---|---|---|---|---|---|"]
+    """Letter-logit accuracy (0-shot) of a run's adapter (`logit-<run>-iter_<k>`, experiments/qwen15.sh's LOGIT;
+    `logit-<run>` before the iteration was in the name) against the base model's on the same questions:
+    know-logit0 for an English run, afr-logit's rows of the run's language for a `low-<L>-` run. b = right with
+    the base model only, c = right with the adapter only; the chain of thought is the run's own validation at the
+    iteration the adapter comes from."""
+    out = [("| run | iteration | language | n | base letter-logit % | adapter letter-logit % [95% CI] | b | c | "
+            "McNemar p | adapter's chain of thought % |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for ev in sorted(p for p in root.glob("logit-*") if p.is_dir()):
-        run = ev.name.removeprefix("logit-")
+        run = re.sub(r"-iter_\d+$", "", ev.name.removeprefix("logit-"))
+        it = scored_iteration(ev)
         low = re.match(r"low-([a-z]+)-", run)
         lang = low[1] if low else "en"
         base, mine = eval_answers(root / ("afr-logit" if low else "know-logit0")), eval_answers(ev)
         if base is None or mine is None:
-            out.append(f"| {run} | {lang} | not run | | | | | | |")
+            out.append(f"| {run} | {it} | {lang} | not run | | | | | | |")
             continue
-        base = {q: r for q, r in base.items() if r["language"] == lang}
-        before, after = correct(base), correct({q: r for q, r in mine.items() if r["language"] == lang})
-        m = mcnemar(before, after)
+        before = correct({q: r for q, r in base.items() if r["language"] == lang})
+        after = correct({q: r for q, r in mine.items() if r["language"] == lang})
         both = set(before) & set(after)
+        if not both:
+            out.append(f"| {run} | {it} | {lang} | 0: no question in both evaluations | | | | | | |")
+            continue
+        m = mcnemar(before, after)
         k0, k1 = sum(before[q] for q in both), sum(after[q] for q in both)
         lo, hi = wilson_interval(k1, len(both))
-        out.append(f"| {run} | {lang} | {m['n']} | {pct(k0 / len(both))} | {pct(k1 / len(both))} [{pct(lo)}, "
-                   f"{pct(hi)}] | {m['b']} | {m['c']} | {m['p']:.3g} | {last_val_accuracy(root / run, lang)} |")
+        out.append(f"| {run} | {it} | {lang} | {m['n']} | {pct(k0 / len(both))} | {pct(k1 / len(both))} "
+                   f"[{pct(lo)}, {pct(hi)}] | {m['b']} | {m['c']} | {m['p']:.3g} | "
+                   f"{val_accuracy(root / run, lang, it)} |")
     return "\n".join(out) if len(out) > 2 else "(not run)"
 
 

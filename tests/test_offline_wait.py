@@ -23,6 +23,9 @@ def _res(tmp_path: Path, done: bool) -> Path:
         (res / "qwen15" / ev).mkdir()
         (res / "qwen15" / ev / "generations.csv").write_text("question_id,correct\nq0,True\n")
         (res / "qwen15" / ev / "metrics.json").write_text("{}")
+    deep = res / "qwen15" / "logit-en-x" / "iter_1" / "sample"  # a training run's samples: not packed
+    deep.mkdir(parents=True)
+    (deep / "generations.csv").write_text("question_id\nq0\n")
     lines = [{"iteration": k, "split": "val", "language": "en", "accuracy": a} for k, a in ((0, 0.364), (1, 0.5))]
     (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     (res / "qwen15" / "jobs.tsv").write_text("en-x\t0\t12\tstarloop train ...\n")

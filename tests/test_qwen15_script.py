@@ -12,25 +12,28 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = """#!/usr/bin/env bash
 # Records its arguments; writes what the script waits for (the iteration-1 samples' DONE marker) and, for a
-# training run, an adapter folder for each iteration.
+# training run, each iteration's adapter and training DONE marker. FAIL names a run that fails after training.
 out=${@: -1}; out=${out#out=}
 mkdir -p "$out/iter_1/sample" && touch "$out/iter_1/sample/DONE"
 if [ "$1" = train ]; then
   for arg in "$@"; do case $arg in trainer.iterations=*) n=${arg#*=};; esac; done
-  for k in $(seq 1 "${n:-1}"); do mkdir -p "$out/iter_$k/train/adapter"; done
+  for k in $(seq 1 "${n:-1}"); do mkdir -p "$out/iter_$k/train/adapter" && touch "$out/iter_$k/train/DONE"; done
 fi
 echo "$*" > "$out.args"
+[ "$(basename "$out")" != "${FAIL:-}" ]
 """
 
 
-def run_script(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+def _env(tmp_path: Path, **env: str) -> dict[str, str]:
     fake = tmp_path / "fake-starloop"
     fake.write_text(FAKE)
     fake.chmod(0o755)
+    return os.environ | {"MODEL": "m.gguf", "RUNS": str(tmp_path / "runs"), "STARLOOP": str(fake)} | env
+
+
+def run_script(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(ROOT / "experiments" / "qwen15.sh")], capture_output=True, text=True,
-                          timeout=120, check=False,
-                          env=os.environ | {"MODEL": "m.gguf", "RUNS": str(tmp_path / "runs"), "STARLOOP": str(fake)}
-                          | env)
+                          timeout=120, check=False, env=_env(tmp_path, **env))
 
 
 def split(tmp_path: Path, **env: str) -> dict[str, str]:
@@ -72,18 +75,27 @@ def test_a_bad_regular_expression_is_one_line_and_exit_2(tmp_path):
 
 def test_logit_scores_each_named_runs_last_adapter_on_its_own_data(tmp_path):
     runs = tmp_path / "runs"
-    r = run_script(tmp_path, ITERS="2", ITERS_TABLE="1", LOW="zu", PAR="2",
-                   ONLY="^en-sft(-gain)?$|^low-zu-sft$|^know-logit0$|^afr-logit$",
-                   LOGIT="en-sft en-sft-gain low-zu-sft en-dpo")
+    (tmp_path / "en-sft-gain").mkdir()  # a file name LOGIT's words must not be matched against
+    r = subprocess.run(["bash", "-c", f'cd "{tmp_path}" && bash "$0"', str(ROOT / "experiments" / "qwen15.sh")],
+                       capture_output=True, text=True, timeout=120, check=False, env=_env(
+                           tmp_path, ITERS="10", ITERS_TABLE="1", LOW="zu", PAR="2", FAIL="low-zu-sft",
+                           ONLY="^en-sft(-gain)?$|^low-zu-sft$|^know-logit0$|^afr-logit$",
+                           LOGIT="en-sft en-sft-g* low-zu-sft en-dpo"))
     assert r.returncode == 0, r.stderr
     args = {p.name.removesuffix(".args"): p.read_text() for p in runs.glob("*.args")}
-    assert {n for n in args if n.startswith("logit-")} == {"logit-en-sft", "logit-en-sft-gain", "logit-low-zu-sft"}
-    assert f"checkpoint={runs}/en-sft/iter_2 " in args["logit-en-sft"] + " "  # the last of its two iterations
-    assert f"checkpoint={runs}/en-sft-gain/iter_1 " in args["logit-en-sft-gain"] + " "
-    for name in ("logit-en-sft", "logit-en-sft-gain", "logit-low-zu-sft"):
-        assert args[name].startswith("eval ") and "eval.mode=logit" in args[name]
-    assert "data=mmlu-afr data.language=zu" in args["logit-low-zu-sft"]
-    assert "data=" not in args["logit-en-sft"]
-    # en-dpo was not run (ONLY leaves it out): one line says so, and nothing is scored for it.
-    assert "logit-en-dpo: " in r.stderr and "holds no adapter" in r.stderr
+    assert {n for n in args if n.startswith("logit-")} == {"logit-en-sft-iter_10"}
+    assert args["logit-en-sft-iter_10"].startswith("eval ") and "eval.mode=logit" in args["logit-en-sft-iter_10"]
+    assert f"checkpoint={runs}/en-sft/iter_10 " in args["logit-en-sft-iter_10"] + " "  # 10 of 10, not 9
+    assert "data=" not in args["logit-en-sft-iter_10"]
+    # not run (ONLY leaves it out), failed, or not a run's name: one line each, and nothing scored
+    for name in ("en-dpo", "low-zu-sft", "en-sft-g*"):
+        assert f"logit-{name}: {runs}/{name} did not finish; not scored" in r.stderr
     assert {"know-logit0", "afr-logit"} <= set(args)
+
+
+def test_logit_reads_the_language_of_a_low_language_run(tmp_path):
+    runs = tmp_path / "runs"
+    r = run_script(tmp_path, ITERS="1", LOW="zu", PAR="2", ONLY="^low-zu-sft$", LOGIT="low-zu-sft")
+    assert r.returncode == 0, r.stderr
+    args = (runs / "logit-low-zu-sft-iter_1.args").read_text()
+    assert "data=mmlu-afr data.language=zu" in args and f"checkpoint={runs}/low-zu-sft/iter_1" in args

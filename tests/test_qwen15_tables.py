@@ -159,40 +159,50 @@ def test_star_table_shows_the_weight_on_wrong_answers_and_keeps_its_columns(tmp_
     assert [[c.strip() for c in r.split("|")][at] for r in rows[:2]] == ["-", "52.3"]
 
 
-def _eval(folder: Path, rows: list[tuple[str, str, bool]]) -> None:
-    """An evaluation folder's generations.csv: (question id, language, correct) per row."""
+def _eval(folder: Path, rows: list[tuple[str, str, bool]], checkpoint: str | None = None) -> None:
+    """An evaluation folder: generations.csv with (question id, language, correct) per row, and config.yaml
+    naming the adapter it scored."""
     folder.mkdir(parents=True)
     with (folder / "generations.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, ["question_id", "language", "correct"])
         w.writeheader()
         w.writerows({"question_id": q, "language": lang, "correct": ok} for q, lang, ok in rows)
+    (folder / "config.yaml").write_text(f"seed: 0\ncheckpoint: {checkpoint or 'null'}\n")
 
 
 def test_adapter_logits_pair_each_adapter_with_the_base_model_on_its_language(tmp_path):
     # English: the base is right on q0-q3 of 8; the adapter on q0, q1 and q4-q7: b = 2 (q2, q3), c = 4.
     _eval(tmp_path / "know-logit0", [(f"q{i}", "en", i < 4) for i in range(8)])
-    _eval(tmp_path / "logit-en-sft", [(f"q{i}", "en", i not in (2, 3)) for i in range(8)])
-    _val(tmp_path / "en-sft", 1, [("A", "A"), ("B", "A")])  # its chain of thought: 1 of 2
+    _eval(tmp_path / "logit-en-sft-iter_2", [(f"q{i}", "en", i not in (2, 3)) for i in range(8)],
+          checkpoint="/x/en-sft/iter_2")
+    _val(tmp_path / "en-sft", 1, [("A", "A"), ("A", "A")])  # its chain of thought: 2 of 2 at iteration 1,
+    _val(tmp_path / "en-sft", 2, [("A", "A"), ("B", "A")])  # 1 of 2 at iteration 2, the adapter's
     # Zulu: afr-logit holds two languages; only zu's 4 rows count (base right on z0, adapter on z0 and z1).
     _eval(tmp_path / "afr-logit", [("z0", "zu", True), ("z1", "zu", False), ("z2", "zu", False),
                                    ("z3", "zu", False), ("y0", "yo", True), ("y1", "yo", True)])
-    _eval(tmp_path / "logit-low-zu-sft", [("z0", "zu", True), ("z1", "zu", True), ("z2", "zu", False),
-                                          ("z3", "zu", False)])
-    _eval(tmp_path / "logit-low-yo-sft", [("y0", "yo", True)])
+    _eval(tmp_path / "logit-low-zu-sft-iter_1", [("z0", "zu", True), ("z1", "zu", True)], "/x/low-zu-sft/iter_1")
+    _eval(tmp_path / "logit-low-yo-sft-iter_1", [("y0", "yo", True)], "/x/low-yo-sft/iter_1")
     (tmp_path / "afr-logit" / "generations.csv").unlink()  # a base that did not run: said, not counted
     lines = tables.adapter_logits(tmp_path).splitlines()
-    en = next(x for x in lines if x.startswith("| en-sft |"))
     p = 2 * (1 + 6 + 15) / 64  # b = 2, c = 4: 2 P(Binomial(6, 1/2) <= 2)
     lo, hi = tables.wilson_interval(6, 8)
-    assert en == f"| en-sft | en | 8 | 50.0 | 75.0 [{100 * lo:.1f}, {100 * hi:.1f}] | 2 | 4 | {p:.3g} | 50.0 |"
-    assert lines[3].startswith("| low-yo-sft | yo | not run |")
-    assert lines[4].startswith("| low-zu-sft | zu | not run |")
+    assert lines[2] == f"| en-sft | 2 | en | 8 | 50.0 | 75.0 [{100 * lo:.1f}, {100 * hi:.1f}] | 2 | 4 | {p:.3g} | 50.0 |"
+    assert lines[3].startswith("| low-yo-sft | 1 | yo | not run |")
+    assert lines[4].startswith("| low-zu-sft | 1 | zu | not run |")
 
 
 def test_adapter_logits_restrict_the_base_to_the_runs_language(tmp_path):
     _eval(tmp_path / "afr-logit", [("z0", "zu", True), ("z1", "zu", False), ("y0", "yo", True)])
-    _eval(tmp_path / "logit-low-zu-sft", [("z0", "zu", True), ("z1", "zu", True)])
+    _eval(tmp_path / "logit-low-zu-sft", [("z0", "zu", True), ("z1", "zu", True)], "/x/low-zu-sft/iter_1")
     (row,) = [x for x in tables.adapter_logits(tmp_path).splitlines() if x.startswith("| low-zu-sft")]
     # 2 zu questions (y0 not counted): base 1 of 2, adapter 2 of 2, c = 1; no run folder: chain of thought "-".
-    assert row.split(" | ")[1:8] == ["zu", "2", "50.0", row.split(" | ")[4], "0", "1", "1"]
-    assert row.split(" | ")[4].startswith("100.0 [") and row.endswith("| - |")
+    # (The folder has the name of the runs before the iteration was in it: the iteration comes from its config.)
+    cells = row.split(" | ")
+    assert cells[1:5] == ["1", "zu", "2", "50.0"] and cells[5].startswith("100.0 [") and cells[6:9] == ["0", "1", "1"]
+    assert row.endswith("| - |")
+
+
+def test_adapter_logits_say_when_the_two_evaluations_share_no_question(tmp_path):
+    _eval(tmp_path / "know-logit0", [("q0", "en", True)])
+    _eval(tmp_path / "logit-en-sft-iter_1", [("q9", "en", True)], "/x/en-sft/iter_1")
+    assert "| en-sft | 1 | en | 0: no question in both evaluations |" in tables.adapter_logits(tmp_path)
