@@ -106,3 +106,21 @@ def test_starloop_stage_runs_inside_it(tmp_path, monkeypatch):
     command.main(["validate", f"out={tmp_path}", "iteration=0"])
     command.main(["validate", f"out={tmp_path}", "iteration=0", "deterministic=false"])
     assert seen == [True, False]
+
+
+def test_the_workspace_is_set_before_any_job_runs(tmp_path, monkeypatch):
+    """cuBLAS reads it once per process: a sweep's first job may not be the one asking for determinism."""
+    from cli_helpers import run_cli
+
+    from starloop import cli
+
+    monkeypatch.setattr(cli, "_run_hydra", lambda *a, **k: None)  # check the inputs, run no job
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    code, _, err = run_cli(["eval", "-m", "model=tiny-random", "data.limit=2", "deterministic=false",
+                            f"out={tmp_path / 'a'}"])
+    assert code == 0, err
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    code, _, err = run_cli(["eval", "-m", "model=tiny-random", "data.limit=2", "deterministic=false,true",
+                            f"out={tmp_path / 'b'}"])
+    assert code == 0, err
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE
