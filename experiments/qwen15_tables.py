@@ -3,7 +3,8 @@
     python experiments/qwen15_tables.py runs/qwen15 > /tmp/tables.md
     python experiments/qwen15_tables.py runs/qwen15 runs/qwen15-earlier  # and the runs both folders hold, paired
 
-Reads only what the runs wrote (metrics.json, metrics.jsonl, DONE markers, jobs.tsv, iter_*/val/generations.csv);
+Reads only what the runs wrote (metrics.json, metrics.jsonl, DONE markers, jobs.tsv, iter_*/val/generations.csv,
+and the letter-logit evaluations' generations.csv and config.yaml);
 recomputes only the stage split (the time between consecutive DONE markers of an iteration), the paired tests
 between runs and the answer-letter shares, from the validation generations (the columns question_id, extracted and
 correct are enough, so a folder of trimmed copies gives the same tables).
@@ -105,13 +106,23 @@ def seconds(split: dict[str, float]) -> str:
 
 
 @functools.cache  # the tables read one file many times (every pair, every row); callers do not change it
-def val_answers(run: Path, it: int) -> dict[str, dict] | None:
-    """Iteration `it`'s validation rows of a run by question id, or None where the file is absent."""
-    path = run / f"iter_{it}" / "val" / "generations.csv"
+def answers(path: Path) -> dict[str, dict] | None:
+    """A generations.csv's rows by question id, or None where the file is absent."""
     if not path.exists():
         return None
     with path.open(newline="", encoding="utf-8") as f:
         return {r["question_id"]: r for r in csv.DictReader(f)}
+
+
+def val_answers(run: Path, it: int) -> dict[str, dict] | None:
+    """Iteration `it`'s validation rows of a run by question id, or None where the file is absent."""
+    return answers(run / f"iter_{it}" / "val" / "generations.csv")
+
+
+def metric_lines(run: Path) -> list[dict]:
+    """The lines of a run's metrics.jsonl (none where it is absent)."""
+    path = run / "metrics.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
 def correct(rows: dict[str, dict]) -> dict[str, bool]:
@@ -239,9 +250,7 @@ def star(root: Path, prefix: str = "") -> str:
             "McNemar p vs previous | McNemar p vs iteration 0 | kept | weight on wrong % | mean tokens | "
             "stage seconds (sample / rationalize / train / val) |"), "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs_of(root, prefix):
-        path = run / "metrics.jsonl"
-        rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-        rows = [r for r in rows if r.get("split") == "val"
+        rows = [r for r in metric_lines(run) if r.get("split") == "val"
                 and (prefix.startswith("low") or r.get("language") in ("en", "all"))]
         for r in rows:
             p, p0, fc = r.get("mcnemar_prev_p"), r.get("mcnemar_base_p"), r.get("forced_choice_accuracy")
@@ -262,21 +271,9 @@ def star(root: Path, prefix: str = "") -> str:
     return "\n".join(out)
 
 
-@functools.cache
-def eval_answers(folder: Path) -> dict[str, dict] | None:
-    """An evaluation folder's rows (generations.csv) by question id, or None where the file is absent."""
-    path = folder / "generations.csv"
-    if not path.exists():
-        return None
-    with path.open(newline="", encoding="utf-8") as f:
-        return {r["question_id"]: r for r in csv.DictReader(f)}
-
-
 def val_accuracy(run: Path, language: str, iteration: int | None) -> str:
     """The run's greedy chain-of-thought accuracy at `iteration` in `language` ("-" where it has none)."""
-    path = run / "metrics.jsonl"
-    rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-    rows = [r for r in rows if r.get("split") == "val" and r.get("language") in (language, "all")
+    rows = [r for r in metric_lines(run) if r.get("split") == "val" and r.get("language") in (language, "all")
             and r.get("iteration") == iteration]
     return pct(rows[-1]["accuracy"]) if rows else "-"
 
@@ -301,7 +298,8 @@ def adapter_logits(root: Path) -> str:
         it = scored_iteration(ev)
         low = re.match(r"low-([a-z]+)-", run)
         lang = low[1] if low else "en"
-        base, mine = eval_answers(root / ("afr-logit" if low else "know-logit0")), eval_answers(ev)
+        base = answers(root / ("afr-logit" if low else "know-logit0") / "generations.csv")
+        mine = answers(ev / "generations.csv")
         if base is None or mine is None:
             out.append(f"| {run} | {it} | {lang} | not run | | | | | | |")
             continue
